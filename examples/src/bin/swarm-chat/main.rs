@@ -1,0 +1,376 @@
+//! `swarm-chat`: the reference command-line client of swarm.
+//!
+//! Every command takes `--home DIR` (default `$SWARM_HOME`, else the platform data dir) and
+//! `--json` (one JSON object on stdout, for scripts). Errors are one line on stderr and a
+//! non-zero exit status.
+
+mod home;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context as _, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use swarm_api::body::{Body, Mode};
+use swarm_api::commit::allowed_signers_line;
+use swarm_api::repo::{create_conversation, Repo};
+use swarm_api::storage::Storage;
+use swarm_api::{AccountUri, ConversationId};
+use swarm_git::GitStorage;
+
+use crate::home::Home;
+
+#[derive(Parser)]
+#[command(
+    name = "swarm-chat",
+    version,
+    about = "Serverless group chat over signed Git histories"
+)]
+struct Cli {
+    /// The app's home directory (identity and conversations).
+    #[arg(long, global = true, env = "SWARM_HOME")]
+    home: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Identity: this account and this device.
+    #[command(subcommand)]
+    Id(IdCommand),
+    /// Conversations.
+    #[command(subcommand)]
+    Conv(ConvCommand),
+    /// Send a text message; prints the new commit id.
+    Send {
+        /// The conversation id.
+        conv: String,
+        /// The message text.
+        text: String,
+    },
+    /// Show a conversation's messages in display order.
+    Log {
+        /// The conversation id.
+        conv: String,
+        /// Show only the last N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Run the demo: identities in a temporary home, a conversation, messages, the log.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum IdCommand {
+    /// Create the account and this device.
+    New {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Show the account URI, display name and device id.
+    Show,
+}
+
+#[derive(Subcommand)]
+enum ConvCommand {
+    /// Create a conversation; prints its id.
+    Create {
+        /// one-to-one, admin-invites-only, invites-only or public.
+        #[arg(long)]
+        mode: Mode,
+        /// The other party (required for one-to-one).
+        #[arg(long)]
+        invite: Option<String>,
+    },
+    /// List conversations.
+    List,
+    /// Print the path of a conversation's Git repository.
+    Repo {
+        /// The conversation id.
+        conv: String,
+    },
+    /// Print lines for git's gpg.ssh.allowedSignersFile, one per device certificate.
+    AllowedSigners {
+        /// The conversation id.
+        conv: String,
+    },
+}
+
+fn default_home() -> Result<PathBuf> {
+    dirs::data_dir()
+        .map(|d| d.join("swarm"))
+        .ok_or_else(|| anyhow!("no home directory: pass --home DIR or set SWARM_HOME"))
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn parse_conv(s: &str) -> Result<ConversationId> {
+    s.parse()
+        .map_err(|e| anyhow!("invalid conversation id {s:?}: {e}"))
+}
+
+struct App {
+    home: Home,
+    json: bool,
+}
+
+impl App {
+    fn storage(&self) -> Result<GitStorage> {
+        Ok(GitStorage::open(self.home.conversations_dir())?)
+    }
+
+    fn repo<'s>(&self, storage: &'s dyn Storage, conv: &str) -> Result<Repo<'s>> {
+        let id = parse_conv(conv)?;
+        Repo::open(storage, id).map_err(|e| match e {
+            swarm_api::repo::RepoError::UnknownConversation(id) => {
+                anyhow!("unknown conversation {id} (see `swarm-chat conv list`)")
+            }
+            e => e.into(),
+        })
+    }
+
+    /// Prints `value` as JSON, or `text` otherwise.
+    fn out(&self, value: Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            let t = text();
+            if !t.is_empty() {
+                println!("{t}");
+            }
+        }
+    }
+
+    fn run(&self, command: Command) -> Result<()> {
+        match command {
+            Command::Id(IdCommand::New { name }) => {
+                let id = self.home.create_identity(&name)?;
+                let (uri, dev) = (id.account.uri(), id.device.id());
+                self.out(json!({"uri": uri, "device": dev, "name": name}), || {
+                    format!("uri {uri}\ndevice {dev}")
+                });
+            }
+            Command::Id(IdCommand::Show) => {
+                let id = self.home.identity()?;
+                let (uri, dev, name) = (id.account.uri(), id.device.id(), id.account.name());
+                self.out(json!({"uri": uri, "device": dev, "name": name}), || {
+                    format!("uri {uri}\nname {name}\ndevice {dev}")
+                });
+            }
+            Command::Conv(ConvCommand::Create { mode, invite }) => {
+                let invited = invite
+                    .map(|s| {
+                        s.parse::<AccountUri>()
+                            .map_err(|e| anyhow!("invalid URI {s:?}: {e}"))
+                    })
+                    .transpose()?;
+                let id = self.home.identity()?;
+                let storage = self.storage()?;
+                let conv = create_conversation(&storage, &id.signer(), mode, invited, now_secs())?;
+                self.out(json!({"conversation": conv, "mode": mode.name()}), || {
+                    conv.to_string()
+                });
+            }
+            Command::Conv(ConvCommand::List) => {
+                let storage = self.storage()?;
+                let convs = storage.conversations()?;
+                self.out(json!({"conversations": convs}), || {
+                    convs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            Command::Conv(ConvCommand::Repo { conv }) => {
+                let storage = self.storage()?;
+                let repo = self.repo(&storage, &conv)?;
+                let path = storage
+                    .location(&repo.id())
+                    .ok_or_else(|| anyhow!("conversation {conv} has no Git repository"))?;
+                self.out(json!({"path": path}), || path.display().to_string());
+            }
+            Command::Conv(ConvCommand::AllowedSigners { conv }) => {
+                let storage = self.storage()?;
+                let repo = self.repo(&storage, &conv)?;
+                let head = repo.head()?;
+                let lines: Vec<String> = repo
+                    .device_certs(&head)?
+                    .iter()
+                    .map(|(id, cert)| allowed_signers_line(id, cert.public_key()))
+                    .collect();
+                self.out(json!({"allowed_signers": lines}), || lines.join("\n"));
+            }
+            Command::Send { conv, text } => {
+                let id = self.home.identity()?;
+                let storage = self.storage()?;
+                let repo = self.repo(&storage, &conv)?;
+                let commit = repo.append(&id.signer(), &Body::text(text), &[], now_secs())?;
+                self.out(json!({"commit": commit}), || commit.to_string());
+            }
+            Command::Log { conv, limit } => {
+                let storage = self.storage()?;
+                let repo = self.repo(&storage, &conv)?;
+                let entries = log_entries(&repo, limit)?;
+                self.out(json!({"messages": entries}), || {
+                    entries
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} {} {} {} {}",
+                                e["id"].as_str().unwrap_or_default(),
+                                e["author"].as_str().unwrap_or("?"),
+                                e["device"].as_str().unwrap_or_default(),
+                                e["type"].as_str().unwrap_or_default(),
+                                e["body"].as_str().unwrap_or_default()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            Command::Demo => demo(self.json)?,
+        }
+        Ok(())
+    }
+}
+
+/// The log as JSON entries (id, author uri, device, type, body), oldest first.
+fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
+    let history = repo.history()?;
+    let devices = repo.device_certs(&repo.head()?)?;
+    let skip = limit.map_or(0, |n| history.len().saturating_sub(n));
+    Ok(history
+        .iter()
+        .skip(skip)
+        .map(|c| {
+            let author = devices.get(&c.device).and_then(|d| d.claimed_account());
+            let (kind, body) = match Body::parse(&c.message) {
+                Ok(Body::Text(t)) => ("text/plain".to_owned(), t.body),
+                Ok(b) => (b.kind().to_owned(), c.message.clone()),
+                Err(_) => ("merge".to_owned(), c.message.clone()),
+            };
+            json!({
+                "id": c.id,
+                "author": author,
+                "name": c.author_name,
+                "device": c.device,
+                "type": kind,
+                "body": body,
+                "time": c.time,
+            })
+        })
+        .collect())
+}
+
+fn demo(json_out: bool) -> Result<()> {
+    let dir = tempfile::tempdir().context("cannot create a temporary home")?;
+    let app = App {
+        home: Home::new(dir.path().join("alice")),
+        json: false,
+    };
+    let alice = app.home.create_identity("Alice")?;
+    let storage = app.storage()?;
+    let conv = create_conversation(
+        &storage,
+        &alice.signer(),
+        Mode::InvitesOnly,
+        None,
+        now_secs(),
+    )?;
+    let repo = Repo::open(&storage, conv)?;
+    for text in [
+        "Hello, swarm!",
+        "Every message is a signed Git commit.",
+        "No server owns this conversation.",
+    ] {
+        repo.append(&alice.signer(), &Body::text(text), &[], now_secs())?;
+    }
+    let entries = log_entries(&repo, None)?;
+    // Check every signature with the device certificates in the repository itself.
+    let devices = repo.device_certs(&repo.head()?)?;
+    let mut verified = 0;
+    for c in repo.history()? {
+        let cert = devices
+            .get(&c.device)
+            .ok_or_else(|| anyhow!("no certificate for device {}", c.device))?;
+        c.verify_signature(cert.public_key())?;
+        verified += 1;
+    }
+    let path = storage.location(&conv);
+    if json_out {
+        println!(
+            "{}",
+            json!({"account": alice.account.uri(), "device": alice.device.id(),
+                   "conversation": conv, "repository": path, "messages": entries,
+                   "signatures_verified": verified})
+        );
+    } else {
+        println!("account      {} (Alice)", alice.account.uri());
+        println!("device       {}", alice.device.id());
+        println!("conversation {conv}");
+        if let Some(p) = &path {
+            println!(
+                "repository   {} (try: git -C {} log)",
+                p.display(),
+                p.display()
+            );
+        }
+        println!();
+        for e in &entries {
+            println!(
+                "{}  {:<18} {}",
+                &e["id"].as_str().unwrap_or_default()[..8],
+                e["type"].as_str().unwrap_or_default(),
+                e["body"].as_str().unwrap_or_default()
+            );
+        }
+        println!(
+            "\n{verified} commits, every signature verified against devices/ in the repository"
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = (|| {
+        let dir = match cli.home {
+            Some(d) => d,
+            None => default_home()?,
+        };
+        App {
+            home: Home::new(dir),
+            json: cli.json,
+        }
+        .run(cli.command)
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let msg = e
+                .chain()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+            eprintln!("swarm-chat: {}", msg.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! # swarm-api: the core of swarm
+//!
+//! A *swarm* is a conversation no server owns: every member's device stores the whole
+//! history as a Merkle DAG of signed Git commits, validates every commit it receives and
+//! merges branches. This crate is the sans-IO core (DESIGN §1): ids, identity, the commit
+//! model and its signatures, the repository layout, and the four traits that make the
+//! framework pluggable:
+//!
+//! - [`Storage`](storage::Storage): where conversations are kept (`swarm-git`, `swarm-sled`);
+//! - [`Transport`](traits::Transport): how bytes move between devices (`transport-quic`,
+//!   `transport-dht`);
+//! - [`Validator`](traits::Validator): whether a commit is allowed;
+//! - [`MessageType`](traits::MessageType): a commit `type` and its rules (built-in or plugin).
+//!
+//! Nothing here opens a socket or a file or reads the clock: time is passed in, randomness
+//! comes from a caller-supplied RNG, storage and transport are traits.
+//!
+//! ```
+//! use swarm_api::{body::Body, id::AccountUri};
+//! let body = Body::parse(r#"{"body":"hello","type":"text/plain"}"#).unwrap();
+//! assert_eq!(body.kind(), "text/plain");
+//! assert!("not-a-uri".parse::<AccountUri>().is_err());
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod body;
+pub mod commit;
+pub mod id;
+pub mod identity;
+pub mod layout;
+pub mod object;
+pub mod order;
+pub mod repo;
+pub mod storage;
+pub mod traits;
+
+pub use id::{AccountUri, CommitId, ConversationId, DeviceId};
+pub use storage::Storage;
+pub use traits::{MessageType, Transport, Validator};

@@ -1,0 +1,383 @@
+//! Git objects: the unit every storage backend stores and every peer exchanges.
+//!
+//! Objects are encoded with gix-object, so ids are Git's (SHA-1) whatever the backend: a
+//! sled peer and a Git peer compute the same ids. A conversation tree is handled here as a
+//! flat map `path -> blob id` ([`Files`]); [`build_tree`] turns it into nested Git trees and
+//! [`read_tree`] back.
+
+use std::collections::BTreeMap;
+
+use gix_hash::ObjectId;
+use gix_object::{tree, WriteTo as _};
+
+pub use gix_object::Kind;
+
+/// Limits on what is read from a tree (git-bomb defence).
+#[derive(Debug, Clone, Copy)]
+pub struct TreeLimits {
+    /// Maximum directory depth (the layout needs 5: `votes/ban/admins/<t>/<voter>`).
+    pub max_depth: usize,
+    /// Maximum number of files in one tree.
+    pub max_files: usize,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 8,
+            max_files: 100_000,
+        }
+    }
+}
+
+/// Errors reading objects.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// An object the history refers to is not stored.
+    #[error("object {0} is missing")]
+    Missing(ObjectId),
+    /// An object is not of the kind expected.
+    #[error("object {id} is a {found}, expected a {expected}")]
+    WrongKind {
+        /// The object.
+        id: ObjectId,
+        /// Its kind.
+        found: Kind,
+        /// The kind required.
+        expected: Kind,
+    },
+    /// An object does not decode.
+    #[error("object {id} is malformed: {reason}")]
+    Malformed {
+        /// The object.
+        id: ObjectId,
+        /// Details.
+        reason: String,
+    },
+    /// A tree exceeds [`TreeLimits`].
+    #[error("tree {id} exceeds the limit: {reason}")]
+    TooLarge {
+        /// The root tree.
+        id: ObjectId,
+        /// Which limit.
+        reason: String,
+    },
+    /// The storage backend failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// One Git object: its kind and its encoded content (without the `kind size\0` header).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Object {
+    /// Blob, tree, commit or tag.
+    pub kind: Kind,
+    /// The encoded content.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Object({} {}, {} bytes)",
+            self.kind,
+            self.id(),
+            self.data.len()
+        )
+    }
+}
+
+impl Object {
+    /// A blob.
+    pub fn blob(data: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kind: Kind::Blob,
+            data: data.into(),
+        }
+    }
+
+    /// The object's Git id (SHA-1 of `kind size\0data`).
+    pub fn id(&self) -> ObjectId {
+        gix_object::compute_hash(gix_hash::Kind::Sha1, self.kind, &self.data)
+            .unwrap_or_else(|_| gix_hash::ObjectId::null(gix_hash::Kind::Sha1))
+    }
+}
+
+/// A conversation tree as a flat map from path (`admins/<uri>.crt`, ...) to blob id.
+pub type Files = BTreeMap<String, ObjectId>;
+
+/// Something that returns objects by id (a storage backend for one conversation, a
+/// quarantine, an in-memory map in tests).
+pub trait ObjectSource {
+    /// The object, or `None` when it is not stored.
+    fn object(&self, id: &ObjectId) -> Result<Option<Object>, ObjectError>;
+
+    /// The object, which must exist and be of `kind`.
+    fn expect(&self, id: &ObjectId, kind: Kind) -> Result<Object, ObjectError> {
+        let obj = self.object(id)?.ok_or(ObjectError::Missing(*id))?;
+        if obj.kind != kind {
+            return Err(ObjectError::WrongKind {
+                id: *id,
+                found: obj.kind,
+                expected: kind,
+            });
+        }
+        Ok(obj)
+    }
+}
+
+impl ObjectSource for BTreeMap<ObjectId, Object> {
+    fn object(&self, id: &ObjectId) -> Result<Option<Object>, ObjectError> {
+        Ok(self.get(id).cloned())
+    }
+}
+
+/// Encodes `files` as nested Git trees. Returns the root tree id and the tree objects (blobs
+/// are not included: the caller has them). Empty directories cannot exist.
+pub fn build_tree(files: &Files) -> (ObjectId, Vec<Object>) {
+    let mut out = Vec::new();
+    let entries: Vec<(&str, &ObjectId)> = files.iter().map(|(p, id)| (p.as_str(), id)).collect();
+    let root = build_dir(&entries, &mut out);
+    (root, out)
+}
+
+fn build_dir(entries: &[(&str, &ObjectId)], out: &mut Vec<Object>) -> ObjectId {
+    let mut tree = gix_object::Tree::empty();
+    let mut i = 0;
+    while i < entries.len() {
+        let (path, id) = entries[i];
+        match path.split_once('/') {
+            None => {
+                tree.entries.push(tree::Entry {
+                    mode: tree::EntryKind::Blob.into(),
+                    filename: path.into(),
+                    oid: *id,
+                });
+                i += 1;
+            }
+            Some((dir, _)) => {
+                // Strings sharing a prefix are contiguous in sorted order.
+                let prefix = format!("{dir}/");
+                let mut sub: Vec<(&str, &ObjectId)> = Vec::new();
+                let mut j = i;
+                while j < entries.len() && entries[j].0.starts_with(&prefix) {
+                    sub.push((&entries[j].0[prefix.len()..], entries[j].1));
+                    j += 1;
+                }
+                let sub_id = build_dir(&sub, out);
+                tree.entries.push(tree::Entry {
+                    mode: tree::EntryKind::Tree.into(),
+                    filename: dir.into(),
+                    oid: sub_id,
+                });
+                i = j;
+            }
+        }
+    }
+    tree.entries.sort();
+    let mut data = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = tree.write_to(&mut data);
+    let obj = Object {
+        kind: Kind::Tree,
+        data,
+    };
+    let id = obj.id();
+    out.push(obj);
+    id
+}
+
+/// Reads a tree recursively into a flat [`Files`] map, within `limits`. Only blobs and trees
+/// are accepted (no symlinks, submodules or executables in a conversation).
+pub fn read_tree(
+    src: &dyn ObjectSource,
+    root: &ObjectId,
+    limits: TreeLimits,
+) -> Result<Files, ObjectError> {
+    let mut files = Files::new();
+    read_dir(src, root, root, "", 0, limits, &mut files)?;
+    Ok(files)
+}
+
+fn read_dir(
+    src: &dyn ObjectSource,
+    root: &ObjectId,
+    id: &ObjectId,
+    prefix: &str,
+    depth: usize,
+    limits: TreeLimits,
+    files: &mut Files,
+) -> Result<(), ObjectError> {
+    if depth >= limits.max_depth {
+        return Err(ObjectError::TooLarge {
+            id: *root,
+            reason: format!("deeper than {} levels", limits.max_depth),
+        });
+    }
+    let obj = src.expect(id, Kind::Tree)?;
+    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
+        ObjectError::Malformed {
+            id: *id,
+            reason: e.to_string(),
+        }
+    })?;
+    for entry in tree.entries {
+        let name = std::str::from_utf8(entry.filename).map_err(|_| ObjectError::Malformed {
+            id: *id,
+            reason: "file name is not UTF-8".into(),
+        })?;
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(ObjectError::Malformed {
+                id: *id,
+                reason: format!("invalid file name {name:?}"),
+            });
+        }
+        let path = format!("{prefix}{name}");
+        match entry.mode.kind() {
+            tree::EntryKind::Tree => read_dir(
+                src,
+                root,
+                &entry.oid.to_owned(),
+                &format!("{path}/"),
+                depth + 1,
+                limits,
+                files,
+            )?,
+            tree::EntryKind::Blob => {
+                if files.len() >= limits.max_files {
+                    return Err(ObjectError::TooLarge {
+                        id: *root,
+                        reason: format!("more than {} files", limits.max_files),
+                    });
+                }
+                files.insert(path, entry.oid.to_owned());
+            }
+            other => {
+                return Err(ObjectError::Malformed {
+                    id: *id,
+                    reason: format!("{path:?} has unsupported mode {other:?}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a path changed between two trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// The path is new.
+    Added,
+    /// The path's content changed.
+    Modified,
+    /// The path was removed.
+    Deleted,
+}
+
+/// One changed path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Change {
+    /// The path (layout form).
+    pub path: String,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+/// The paths that differ between `old` and `new`, sorted by path.
+pub fn diff(old: &Files, new: &Files) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (path, id) in new {
+        match old.get(path) {
+            None => out.push(Change {
+                path: path.clone(),
+                kind: ChangeKind::Added,
+            }),
+            Some(o) if o != id => out.push(Change {
+                path: path.clone(),
+                kind: ChangeKind::Modified,
+            }),
+            Some(_) => {}
+        }
+    }
+    for path in old.keys() {
+        if !new.contains_key(path) {
+            out.push(Change {
+                path: path.clone(),
+                kind: ChangeKind::Deleted,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_round_trip_and_git_ids() {
+        let empty = Object::blob(Vec::new());
+        // The well-known id of the empty blob.
+        assert_eq!(
+            empty.id().to_string(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+        let a = Object::blob(b"a".to_vec());
+        let mut files = Files::new();
+        files.insert("admins/x.crt".into(), a.id());
+        files.insert("admins-b".into(), empty.id());
+        files.insert("votes/ban/members/t/v".into(), empty.id());
+        files.insert("profile.vcf".into(), a.id());
+        let (root, trees) = build_tree(&files);
+        let mut store: BTreeMap<ObjectId, Object> =
+            trees.into_iter().map(|o| (o.id(), o)).collect();
+        store.insert(a.id(), a);
+        store.insert(empty.id(), empty);
+        assert_eq!(
+            read_tree(&store, &root, TreeLimits::default()).unwrap(),
+            files
+        );
+        let shallow = TreeLimits {
+            max_depth: 3,
+            max_files: 10,
+        };
+        assert!(matches!(
+            read_tree(&store, &root, shallow),
+            Err(ObjectError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            read_tree(&BTreeMap::new(), &root, TreeLimits::default()),
+            Err(ObjectError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn diff_lists_changes() {
+        let x = Object::blob(b"x".to_vec()).id();
+        let y = Object::blob(b"y".to_vec()).id();
+        let old: Files = [("a".to_string(), x), ("b".to_string(), x)].into();
+        let new: Files = [("b".to_string(), y), ("c".to_string(), x)].into();
+        let d = diff(&old, &new);
+        assert_eq!(
+            d,
+            vec![
+                Change {
+                    path: "a".into(),
+                    kind: ChangeKind::Deleted
+                },
+                Change {
+                    path: "b".into(),
+                    kind: ChangeKind::Modified
+                },
+                Change {
+                    path: "c".into(),
+                    kind: ChangeKind::Added
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! Conversation operations over any [`Storage`]: create, append, read, walk.
+//!
+//! These are the same for every backend because they are computed from Git objects: the
+//! backend only stores objects and heads. Validation of what is appended is the
+//! `Validator`'s job (see the "Validation" issue); this module builds well-formed, signed
+//! commits and reads them back.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::body::{Body, Initial, Mode};
+use crate::commit::{sign_commit, Commit, CommitParseError, SignError};
+use crate::id::{AccountUri, CommitId, ConversationId, DeviceId};
+use crate::identity::{AccountCert, Crl, Device, DeviceCert};
+use crate::layout;
+use crate::object::{
+    build_tree, diff, read_tree, Change, Files, Kind, Object, ObjectError, ObjectSource, TreeLimits,
+};
+use crate::order::display_order;
+use crate::storage::{ConversationObjects, HeadUpdate, Storage, StorageError};
+
+/// Errors of conversation operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An object is missing or malformed.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// A commit does not decode.
+    #[error(transparent)]
+    Parse(#[from] CommitParseError),
+    /// A commit could not be signed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The conversation is not stored here.
+    #[error("unknown conversation {0}")]
+    UnknownConversation(ConversationId),
+    /// The commit is not part of this conversation.
+    #[error("commit {0} is not in this conversation")]
+    UnknownCommit(CommitId),
+    /// A one-to-one conversation was created without the other party.
+    #[error("a one-to-one conversation needs the URI of the other party")]
+    MissingInvited,
+    /// Another mode was created with an invited party.
+    #[error("only one-to-one conversations name an invited party in their initial commit")]
+    UnexpectedInvited,
+    /// A file change outside the repository layout.
+    #[error("path {0:?} is not part of the conversation layout")]
+    InvalidPath(String),
+}
+
+/// What a local device needs to make commits: its account certificate, the device (key and
+/// certificate) and the account's current CRL.
+#[derive(Debug, Clone, Copy)]
+pub struct Signer<'a> {
+    /// The account certificate (goes to `admins/` or `members/`).
+    pub account: &'a AccountCert,
+    /// The signing device.
+    pub device: &'a Device,
+    /// The account's current CRL (goes to `CRLs/<uri>/`).
+    pub crl: &'a Crl,
+}
+
+/// A change to a file of the conversation tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    /// Create or replace the file at a layout path.
+    Write(String, Vec<u8>),
+    /// Remove the file at a layout path.
+    Delete(String),
+}
+
+fn crl_path(signer: &Signer<'_>) -> String {
+    layout::crl(&signer.account.uri(), &signer.crl.id())
+}
+
+/// Creates a conversation: the signed initial commit whose tree is exactly the admin
+/// certificate, the device certificate and the CRL (plus the empty `invited/<uri>` of the
+/// other party for one-to-one). Returns its id, which is the initial commit's id.
+pub fn create_conversation(
+    storage: &dyn Storage,
+    signer: &Signer<'_>,
+    mode: Mode,
+    invited: Option<AccountUri>,
+    time: i64,
+) -> Result<ConversationId, RepoError> {
+    match (mode, invited) {
+        (Mode::OneToOne, None) => return Err(RepoError::MissingInvited),
+        (Mode::OneToOne, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(RepoError::UnexpectedInvited),
+    }
+    let mut blobs = vec![
+        (
+            layout::admin_cert(&signer.account.uri()),
+            Object::blob(signer.account.pem()),
+        ),
+        (
+            layout::device_cert(&signer.device.id()),
+            Object::blob(signer.device.cert().pem()),
+        ),
+        (crl_path(signer), Object::blob(signer.crl.pem())),
+    ];
+    if let Some(uri) = invited {
+        blobs.push((layout::invited(&uri), Object::blob(Vec::new())));
+    }
+    let files: Files = blobs.iter().map(|(p, o)| (p.clone(), o.id())).collect();
+    let (tree, mut objects) = build_tree(&files);
+    objects.extend(blobs.into_iter().map(|(_, o)| o));
+    let body = Body::Initial(Initial {
+        mode,
+        invited,
+        extra: Default::default(),
+    });
+    let commit = sign_commit(
+        signer.device,
+        signer.account.name(),
+        tree,
+        &[],
+        &body.to_message(),
+        time,
+    )?;
+    let id = commit_id(&commit);
+    objects.push(commit);
+    let conv = ConversationId(id);
+    storage.write(
+        &conv,
+        &objects,
+        HeadUpdate {
+            expected: None,
+            new: id,
+        },
+    )?;
+    tracing::debug!(target: "swarm_api::repo", %conv, ?mode, "created conversation");
+    Ok(conv)
+}
+
+fn commit_id(obj: &Object) -> CommitId {
+    // Object ids are SHA-1 here by construction.
+    CommitId::from_object_id(&obj.id()).unwrap_or(CommitId::from_bytes([0; 20]))
+}
+
+/// One conversation of a storage.
+pub struct Repo<'a> {
+    storage: &'a dyn Storage,
+    conv: ConversationId,
+    limits: TreeLimits,
+}
+
+impl<'a> Repo<'a> {
+    /// Opens a stored conversation.
+    pub fn open(storage: &'a dyn Storage, conv: ConversationId) -> Result<Self, RepoError> {
+        if storage.head(&conv)?.is_none() {
+            return Err(RepoError::UnknownConversation(conv));
+        }
+        Ok(Self {
+            storage,
+            conv,
+            limits: TreeLimits::default(),
+        })
+    }
+
+    /// The conversation id.
+    pub fn id(&self) -> ConversationId {
+        self.conv
+    }
+
+    fn objects(&self) -> ConversationObjects<'a, dyn Storage + 'a> {
+        ConversationObjects {
+            storage: self.storage,
+            conv: self.conv,
+        }
+    }
+
+    /// The current head.
+    pub fn head(&self) -> Result<CommitId, RepoError> {
+        self.storage
+            .head(&self.conv)?
+            .ok_or(RepoError::UnknownConversation(self.conv))
+    }
+
+    /// Reads and decodes a commit.
+    pub fn commit(&self, id: &CommitId) -> Result<Commit, RepoError> {
+        let obj = match self.objects().expect(&id.object_id(), Kind::Commit) {
+            Err(ObjectError::Missing(_)) => return Err(RepoError::UnknownCommit(*id)),
+            other => other?,
+        };
+        Ok(Commit::parse(*id, &obj.data)?)
+    }
+
+    /// The files of the tree at `commit` (path → blob id).
+    pub fn files(&self, commit: &CommitId) -> Result<Files, RepoError> {
+        let c = self.commit(commit)?;
+        Ok(read_tree(&self.objects(), &c.tree, self.limits)?)
+    }
+
+    /// The content of `path` at `commit`, or `None` if the file does not exist there.
+    pub fn read_file(&self, commit: &CommitId, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        let files = self.files(commit)?;
+        match files.get(path) {
+            None => Ok(None),
+            Some(id) => Ok(Some(self.objects().expect(id, Kind::Blob)?.data)),
+        }
+    }
+
+    /// The device certificates in `devices/` at `commit`. Files that do not parse, or whose
+    /// name is not the id of the key inside, are skipped with a warning (validation refuses
+    /// commits that add them).
+    pub fn device_certs(
+        &self,
+        commit: &CommitId,
+    ) -> Result<BTreeMap<DeviceId, DeviceCert>, RepoError> {
+        let mut out = BTreeMap::new();
+        for (path, blob) in self.files(commit)? {
+            let Some(layout::Path::Device(id)) = layout::Path::parse(&path) else {
+                continue;
+            };
+            let data = self.objects().expect(&blob, Kind::Blob)?.data;
+            match std::str::from_utf8(&data)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| DeviceCert::from_pem(pem).map_err(|e| e.to_string()))
+            {
+                Ok(cert) if cert.id() == id => {
+                    out.insert(id, cert);
+                }
+                Ok(cert) => {
+                    tracing::warn!(target: "swarm_api::repo", %path, actual = %cert.id(), "device certificate stored under another id")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "swarm_api::repo", %path, error = %e, "unreadable device certificate")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The paths `commit` changed relative to its first parent (all files for the initial
+    /// commit).
+    pub fn changed_paths(&self, commit: &CommitId) -> Result<Vec<Change>, RepoError> {
+        let c = self.commit(commit)?;
+        let new = read_tree(&self.objects(), &c.tree, self.limits)?;
+        let old = match c.parents.first() {
+            Some(p) => self.files(p)?,
+            None => Files::new(),
+        };
+        Ok(diff(&old, &new))
+    }
+
+    /// Every commit reachable from the head, in display order (parents first; see
+    /// [`crate::order`]).
+    pub fn history(&self) -> Result<Vec<Commit>, RepoError> {
+        let head = self.head()?;
+        let mut seen = BTreeSet::from([head]);
+        let mut queue = VecDeque::from([head]);
+        let mut commits = BTreeMap::new();
+        while let Some(id) = queue.pop_front() {
+            let c = self.commit(&id)?;
+            for p in &c.parents {
+                if seen.insert(*p) {
+                    queue.push_back(*p);
+                }
+            }
+            commits.insert(id, c);
+        }
+        let order = display_order(commits.values().map(|c| (c.id, c.parents.as_slice())));
+        Ok(order
+            .into_iter()
+            .filter_map(|id| commits.remove(&id))
+            .collect())
+    }
+
+    /// Appends a signed commit with `body` and `changes` on top of the head, adding the
+    /// signer's device certificate and CRL if the tree lacks them. Returns the new commit id.
+    ///
+    /// This builds the commit; it does not judge whether the swarm's rules allow it.
+    pub fn append(
+        &self,
+        signer: &Signer<'_>,
+        body: &Body,
+        changes: &[FileChange],
+        time: i64,
+    ) -> Result<CommitId, RepoError> {
+        let head = self.head()?;
+        let mut files = self.files(&head)?;
+        let mut blobs = Vec::new();
+        let own = [
+            (
+                layout::device_cert(&signer.device.id()),
+                signer.device.cert().pem().as_bytes().to_vec(),
+            ),
+            (crl_path(signer), signer.crl.pem().as_bytes().to_vec()),
+        ];
+        for (path, data) in own {
+            if !files.contains_key(&path) {
+                let blob = Object::blob(data);
+                files.insert(path, blob.id());
+                blobs.push(blob);
+            }
+        }
+        for change in changes {
+            let path = match change {
+                FileChange::Write(p, _) | FileChange::Delete(p) => p,
+            };
+            if layout::Path::parse(path).is_none() {
+                return Err(RepoError::InvalidPath(path.clone()));
+            }
+            match change {
+                FileChange::Write(p, data) => {
+                    let blob = Object::blob(data.clone());
+                    files.insert(p.clone(), blob.id());
+                    blobs.push(blob);
+                }
+                FileChange::Delete(p) => {
+                    files.remove(p);
+                }
+            }
+        }
+        let (tree, mut objects) = build_tree(&files);
+        objects.extend(blobs);
+        let commit = sign_commit(
+            signer.device,
+            signer.account.name(),
+            tree,
+            &[head],
+            &body.to_message(),
+            time,
+        )?;
+        let id = commit_id(&commit);
+        objects.push(commit);
+        self.storage.write(
+            &self.conv,
+            &objects,
+            HeadUpdate {
+                expected: Some(head),
+                new: id,
+            },
+        )?;
+        Ok(id)
+    }
+}

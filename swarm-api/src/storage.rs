@@ -1,0 +1,138 @@
+//! The `Storage` trait: where a device keeps its conversations.
+//!
+//! A backend is a content-addressed store of Git objects per conversation plus one head per
+//! conversation. Everything else (commits, trees, history, files at a commit) is computed by
+//! the core from objects ([`crate::repo`]), so every backend gives the same answers and the
+//! same ids. `swarm-git` keeps one Git repository per conversation; `swarm-sled` one sled
+//! database for all. A new backend implements this trait and nothing else.
+
+use std::path::PathBuf;
+
+use gix_hash::ObjectId;
+
+use crate::id::{CommitId, ConversationId};
+use crate::object::{Object, ObjectError, ObjectSource};
+
+/// Errors a storage backend reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The conversation is not stored here.
+    #[error("unknown conversation {0}")]
+    UnknownConversation(ConversationId),
+    /// Creating a conversation that already exists.
+    #[error("conversation {0} already exists")]
+    AlreadyExists(ConversationId),
+    /// The head moved since the caller read it (another writer won); nothing was changed.
+    #[error("the head of {conversation} moved: expected {expected:?}, found {found:?}; nothing was written")]
+    HeadMoved {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The head the caller expected.
+        expected: Option<CommitId>,
+        /// The head actually stored.
+        found: Option<CommitId>,
+    },
+    /// The new head is not among the stored or written objects.
+    #[error("the new head {0} is not a stored commit")]
+    DanglingHead(CommitId),
+    /// A backend failure (I/O, corruption, ...).
+    #[error("{backend} storage failed: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StorageError {
+    /// Wraps a backend error.
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StorageError::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+}
+
+/// Moves a conversation's head from `expected` to `new` (compare-and-swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadUpdate {
+    /// The head the writer based its work on; `None` creates the conversation.
+    pub expected: Option<CommitId>,
+    /// The new head.
+    pub new: CommitId,
+}
+
+/// Storage of conversations: Git objects and one head per conversation.
+///
+/// Contract for every implementation (checked by the conformance suite):
+/// - Objects are immutable and addressed by their Git id; storing one twice is a no-op.
+/// - [`Storage::write`] is atomic: after it returns `Ok`, all `objects` are readable and the
+///   head is `update.new`, durably (flushed before returning); if it returns `Err` or the
+///   process dies during it, the head is unchanged and readers never see a partial commit.
+/// - Reads may run concurrently with a write and see either the old or the new head.
+/// - Methods never panic on stored data; corruption is a [`StorageError::Backend`].
+pub trait Storage: Send + Sync {
+    /// A short name for messages and logs (`"git"`, `"sled"`).
+    fn backend_name(&self) -> &'static str;
+
+    /// All conversations stored, sorted by id.
+    fn conversations(&self) -> Result<Vec<ConversationId>, StorageError>;
+
+    /// One object of a conversation, or `None` if that conversation does not store it.
+    /// Fails with [`StorageError::UnknownConversation`] if the conversation is not stored.
+    fn object(&self, conv: &ConversationId, id: &ObjectId) -> Result<Option<Object>, StorageError>;
+
+    /// The conversation's head, or `None` if the conversation is not stored.
+    fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError>;
+
+    /// Stores `objects` and moves the head, atomically (see the trait contract).
+    ///
+    /// With `update.expected == None` this creates the conversation and fails with
+    /// [`StorageError::AlreadyExists`] if it exists. Otherwise the stored head must equal
+    /// `update.expected`, else [`StorageError::HeadMoved`] and nothing changes.
+    fn write(
+        &self,
+        conv: &ConversationId,
+        objects: &[Object],
+        update: HeadUpdate,
+    ) -> Result<(), StorageError>;
+
+    /// A directory where stock tools can read the conversation (the Git repository for
+    /// `swarm-git`), if the backend has one.
+    fn location(&self, conv: &ConversationId) -> Option<PathBuf> {
+        let _ = conv;
+        None
+    }
+}
+
+/// The objects of one conversation of a storage, as an [`ObjectSource`].
+pub struct ConversationObjects<'a, S: Storage + ?Sized> {
+    /// The storage.
+    pub storage: &'a S,
+    /// The conversation.
+    pub conv: ConversationId,
+}
+
+impl<S: Storage + ?Sized> ObjectSource for ConversationObjects<'_, S> {
+    fn object(&self, id: &ObjectId) -> Result<Option<Object>, ObjectError> {
+        let obj = self.storage.object(&self.conv, id)?;
+        if let Some(o) = &obj {
+            // Content addressing is what makes history tamper-evident: never trust a backend
+            // (or a corrupted disk) to return the object that was asked for.
+            if o.id() != *id {
+                return Err(ObjectError::Malformed {
+                    id: *id,
+                    reason: "stored content does not hash to its id".into(),
+                });
+            }
+        }
+        Ok(obj)
+    }
+}

@@ -1,0 +1,172 @@
+//! The pluggable parts besides [`crate::storage::Storage`]: [`Transport`], [`Validator`] and
+//! [`MessageType`].
+//!
+//! Implementations live in their own crates (`transport-quic`, `transport-dht`,
+//! `swarm-plugins`); the core only sees these traits.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::body::{Body, Mode};
+use crate::commit::Commit;
+use crate::id::{AccountUri, ConversationId, DeviceId};
+use crate::object::Change;
+
+/// A boxed future, for dyn-compatible async traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A reliable, ordered, bidirectional byte stream to one authenticated device.
+pub trait Channel: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Channel for T {}
+
+/// Where a signal goes: one device, or every device of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// One device.
+    Device(DeviceId),
+    /// All devices of an account.
+    Account(AccountUri),
+}
+
+/// A small message to a device or account that may be offline (DESIGN §6): an
+/// invitation, a trust request, a commit announcement, presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// The MIME-like kind, e.g. `application/im-gitmessage-id` or `application/invite+json`.
+    pub kind: String,
+    /// The payload (JSON for the built-in kinds).
+    pub payload: Vec<u8>,
+}
+
+/// Something the transport received.
+pub enum Incoming {
+    /// A peer opened a channel; `name` says what for (e.g. `sync://<conv>`,
+    /// `data-transfer://<conv>/<dev>/<fileId>`).
+    Channel {
+        /// The authenticated peer device (from its certificate, never from a claim).
+        from: DeviceId,
+        /// The channel name the peer asked for.
+        name: String,
+        /// The stream.
+        stream: Box<dyn Channel>,
+    },
+    /// A signal arrived.
+    Signal {
+        /// The sending device, as authenticated by the transport.
+        from: DeviceId,
+        /// The signal.
+        signal: Signal,
+    },
+}
+
+/// Errors a transport reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The peer cannot be reached now (offline, unknown address, partition).
+    #[error("device {0} is unreachable")]
+    Unreachable(DeviceId),
+    /// The peer's identity could not be authenticated.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The transport was shut down.
+    #[error("transport closed")]
+    Closed,
+    /// Any other failure.
+    #[error("transport failed: {0}")]
+    Other(String),
+}
+
+/// Moves bytes between devices. Two roles (DESIGN §6): *channels* (reliable streams to a
+/// connected device: sync, file transfer) and *signals* (small messages that may be relayed or
+/// stored for an offline device). A transport authenticates the peer device itself; every
+/// `DeviceId` it reports comes from a verified certificate.
+pub trait Transport: Send + Sync {
+    /// Opens a channel named `name` to `device`. Fails with
+    /// [`TransportError::Unreachable`] when no connection can be made now; never blocks
+    /// forever (implementations apply a connect timeout).
+    fn open_channel<'a>(
+        &'a self,
+        device: DeviceId,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Channel>, TransportError>>;
+
+    /// Sends a signal, best effort: `Ok` means handed to the network, not delivered.
+    fn send_signal<'a>(
+        &'a self,
+        to: Destination,
+        signal: Signal,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
+
+    /// Waits for the next incoming channel or signal; `None` once the transport is closed.
+    fn next_incoming(&self) -> BoxFuture<'_, Option<Incoming>>;
+}
+
+/// Who signed a commit, as seen from its parent's tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// In `admins/`.
+    Admin,
+    /// In `members/`.
+    Member,
+    /// In `invited/` (only meaningful for a `join`).
+    Invited,
+    /// None of the above (only meaningful for a `join` in PUBLIC).
+    Stranger,
+}
+
+/// What a [`Validator`] or [`MessageType`] sees of one commit. Everything is taken from the
+/// commit and its parent's tree, never from the local checkout.
+#[derive(Debug, Clone)]
+pub struct CommitView<'a> {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The conversation's mode.
+    pub mode: Mode,
+    /// The decoded commit.
+    pub commit: &'a Commit,
+    /// Its parsed body.
+    pub body: &'a Body,
+    /// The signer's account.
+    pub signer: AccountUri,
+    /// The signer's role at the parent.
+    pub role: Role,
+    /// Paths changed relative to the (first) parent.
+    pub changes: &'a [Change],
+}
+
+/// A refusal: which rule a commit broke and why, in words a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule {rule} refused commit: {reason}")]
+pub struct Refusal {
+    /// The rule's stable name (e.g. `text-changes-no-files`).
+    pub rule: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// Decides whether one commit is allowed, given its view. Validators are pure: the same view
+/// gives the same answer on every peer at any time (no clock, no local state). The core runs
+/// every commit through the same validator whether it was made locally, received by sync or
+/// read while verifying a repository.
+pub trait Validator: Send + Sync {
+    /// `Ok` if the commit is allowed, else the rule it breaks.
+    fn validate(&self, view: &CommitView<'_>) -> Result<(), Refusal>;
+}
+
+/// A commit `type` (built in, or brought by a plugin). The core asks the registered message
+/// type owning a commit's `type` to validate it, in addition to the generic rules ("no
+/// unexpected files", signer authorized, ...).
+pub trait MessageType: Send + Sync {
+    /// The `type` strings this message type owns.
+    fn types(&self) -> Vec<String>;
+
+    /// `Ok` if the commit is allowed. Must be deterministic; must not panic on any body.
+    fn validate(&self, view: &CommitView<'_>) -> Result<(), Refusal>;
+
+    /// A one-line text for clients that do not know this type, if there is one.
+    fn summary(&self, body: &Body) -> Option<String> {
+        let _ = body;
+        None
+    }
+}

@@ -1,0 +1,267 @@
+//! # swarm-git: conversations as real Git repositories
+//!
+//! [`GitStorage`] implements [`swarm_api::Storage`] with one bare Git repository per
+//! conversation under a root directory (`<root>/<conversation-id>`), through gix. Objects are
+//! ordinary loose Git objects and the head is `refs/heads/main`, so stock tools work on them:
+//! `git log`, `git fsck --strict`, and `git verify-commit` with an allowed-signers file built
+//! from `devices/` (see `swarm_api::commit::allowed_signers_line`).
+//!
+//! Writes are atomic: objects are written first (content-addressed, so an interrupted write
+//! leaves at most unreferenced objects), then the head moves by a compare-and-swap under
+//! Git's lock file. A new conversation is assembled in a temporary directory and renamed into
+//! place, so a half-created repository is never visible.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use gix::objs::{Exists as _, Write as _};
+use gix::refs::transaction::PreviousValue;
+use gix::refs::Target;
+use swarm_api::object::Object;
+use swarm_api::storage::{HeadUpdate, Storage, StorageError};
+use swarm_api::{CommitId, ConversationId};
+
+/// The branch holding a conversation's head.
+pub const HEAD_REF: &str = "refs/heads/main";
+
+const BACKEND: &str = "git";
+
+fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+    StorageError::backend(BACKEND, e)
+}
+
+/// [`Storage`] over one Git repository per conversation.
+pub struct GitStorage {
+    root: PathBuf,
+    repos: RwLock<HashMap<ConversationId, gix::ThreadSafeRepository>>,
+}
+
+impl std::fmt::Debug for GitStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitStorage")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl GitStorage {
+    /// Opens (creating the directory if needed) a storage rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(err)?;
+        Ok(Self {
+            root,
+            repos: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn repo_path(&self, conv: &ConversationId) -> PathBuf {
+        self.root.join(conv.to_string())
+    }
+
+    fn open_options() -> gix::open::Options {
+        // Do not let the user's or system's git configuration change how we read or write.
+        gix::open::Options::isolated()
+    }
+
+    /// The repository of `conv`, or `None` if it is not stored.
+    fn repo(&self, conv: &ConversationId) -> Result<Option<gix::Repository>, StorageError> {
+        if let Some(r) = self
+            .repos
+            .read()
+            .map_err(|_| err("lock poisoned"))?
+            .get(conv)
+        {
+            return Ok(Some(r.to_thread_local()));
+        }
+        let path = self.repo_path(conv);
+        if !path.join("HEAD").is_file() {
+            return Ok(None);
+        }
+        let local = gix::open_opts(&path, Self::open_options()).map_err(err)?;
+        let repo = local.clone().into_sync();
+        self.repos
+            .write()
+            .map_err(|_| err("lock poisoned"))?
+            .insert(*conv, repo);
+        Ok(Some(local))
+    }
+
+    fn write_objects(repo: &gix::Repository, objects: &[Object]) -> Result<(), StorageError> {
+        for obj in objects {
+            let id = obj.id();
+            if repo.objects.exists(&id) {
+                continue;
+            }
+            let written = repo.objects.write_buf(obj.kind, &obj.data).map_err(err)?;
+            if written != id {
+                return Err(err(format!("object {id} was stored as {written}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_head(repo: &gix::Repository) -> Result<Option<CommitId>, StorageError> {
+        let Some(r) = repo.try_find_reference(HEAD_REF).map_err(err)? else {
+            return Ok(None);
+        };
+        match r.target() {
+            gix::refs::TargetRef::Object(id) => CommitId::from_object_id(id)
+                .map(Some)
+                .ok_or_else(|| err("head is not a SHA-1 id")),
+            gix::refs::TargetRef::Symbolic(_) => Err(err("head is a symbolic reference")),
+        }
+    }
+
+    fn create(
+        &self,
+        conv: &ConversationId,
+        objects: &[Object],
+        new: CommitId,
+    ) -> Result<(), StorageError> {
+        let path = self.repo_path(conv);
+        if path.exists() {
+            return Err(StorageError::AlreadyExists(*conv));
+        }
+        let tmp = self
+            .root
+            .join(format!(".tmp-{conv}-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(err)?;
+        }
+        let result = (|| {
+            gix::init_bare(&tmp).map_err(err)?;
+            std::fs::write(tmp.join("HEAD"), format!("ref: {HEAD_REF}\n")).map_err(err)?;
+            let repo = gix::open_opts(&tmp, Self::open_options()).map_err(err)?;
+            Self::write_objects(&repo, objects)?;
+            if !repo.objects.exists(&new.object_id()) {
+                return Err(StorageError::DanglingHead(new));
+            }
+            repo.reference(
+                HEAD_REF,
+                new.object_id(),
+                PreviousValue::MustNotExist,
+                "create conversation",
+            )
+            .map_err(err)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        // rename(2) is atomic; it fails if another process created the repository meanwhile.
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return if path.exists() {
+                Err(StorageError::AlreadyExists(*conv))
+            } else {
+                Err(err(e))
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Storage for GitStorage {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn conversations(&self) -> Result<Vec<ConversationId>, StorageError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.parse::<ConversationId>().ok()) else {
+                continue;
+            };
+            if entry.path().join("HEAD").is_file() {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn object(
+        &self,
+        conv: &ConversationId,
+        id: &gix::ObjectId,
+    ) -> Result<Option<Object>, StorageError> {
+        let repo = self
+            .repo(conv)?
+            .ok_or(StorageError::UnknownConversation(*conv))?;
+        let found = repo.try_find_object(*id).map_err(err)?;
+        Ok(found.map(|o| Object {
+            kind: o.kind,
+            data: o.data.clone(),
+        }))
+    }
+
+    fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError> {
+        match self.repo(conv)? {
+            None => Ok(None),
+            Some(repo) => Self::read_head(&repo),
+        }
+    }
+
+    fn write(
+        &self,
+        conv: &ConversationId,
+        objects: &[Object],
+        update: HeadUpdate,
+    ) -> Result<(), StorageError> {
+        let Some(expected) = update.expected else {
+            return self.create(conv, objects, update.new);
+        };
+        let repo = self
+            .repo(conv)?
+            .ok_or(StorageError::UnknownConversation(*conv))?;
+        let found = Self::read_head(&repo)?;
+        if found != Some(expected) {
+            return Err(StorageError::HeadMoved {
+                conversation: *conv,
+                expected: Some(expected),
+                found,
+            });
+        }
+        Self::write_objects(&repo, objects)?;
+        if !repo.objects.exists(&update.new.object_id()) {
+            return Err(StorageError::DanglingHead(update.new));
+        }
+        // The compare-and-swap is done again under the ref lock.
+        repo.reference(
+            HEAD_REF,
+            update.new.object_id(),
+            PreviousValue::MustExistAndMatch(Target::Object(expected.object_id())),
+            "commit",
+        )
+        .map_err(|e| {
+            let found = Self::read_head(&repo).ok().flatten();
+            if found != Some(expected) {
+                StorageError::HeadMoved {
+                    conversation: *conv,
+                    expected: Some(expected),
+                    found,
+                }
+            } else {
+                err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    fn location(&self, conv: &ConversationId) -> Option<PathBuf> {
+        let p = self.repo_path(conv);
+        p.join("HEAD").is_file().then_some(p)
+    }
+}
