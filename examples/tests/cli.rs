@@ -1,0 +1,283 @@
+//! swarm-chat end to end: the commands of the Foundation issue, stock git agreeing with what
+//! the CLI wrote, and bad input answered with one line and a non-zero exit.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn chat(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_swarm-chat"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SWARM_HOME")
+        .output()
+        .expect("swarm-chat runs")
+}
+
+fn ok_json(home: &Path, args: &[&str]) -> Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = chat(home, &full);
+    assert!(
+        out.status.success(),
+        "swarm-chat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "--json prints one object: {stdout}"
+    );
+    serde_json::from_str(&stdout).expect("valid JSON")
+}
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs")
+}
+
+#[test]
+fn a_conversation_made_with_the_cli_satisfies_stock_git() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let me = ok_json(h, &["id", "new", "--name", "Alice"]);
+    let uri = me["uri"].as_str().unwrap().to_owned();
+    let device = me["device"].as_str().unwrap().to_owned();
+    assert_eq!(uri.len(), 40);
+    assert_eq!(device.len(), 64);
+    let shown = ok_json(h, &["id", "show"]);
+    assert_eq!(shown["uri"], me["uri"]);
+    assert_eq!(shown["name"], "Alice");
+
+    // Private keys are owner-only and outside every repository.
+    for key in ["account.key", "device.key"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(h.join("identity").join(key))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+
+    let other = "0123456789abcdef0123456789abcdef01234567";
+    let mut convs = Vec::new();
+    for mode in ["one-to-one", "admin-invites-only", "invites-only", "public"] {
+        let mut args = vec!["conv", "create", "--mode", mode];
+        if mode == "one-to-one" {
+            args.extend(["--invite", other]);
+        }
+        convs.push(
+            ok_json(h, &args)["conversation"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let listed = ok_json(h, &["conv", "list"]);
+    let mut sorted = convs.clone();
+    sorted.sort();
+    assert_eq!(listed["conversations"], serde_json::json!(sorted));
+
+    let conv = &convs[2];
+    let mut sent = Vec::new();
+    for text in ["hello", "héllo wörld ✓", "third\nline"] {
+        sent.push(
+            ok_json(h, &["send", conv, text])["commit"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let log = ok_json(h, &["log", conv]);
+    let msgs = log["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 4, "initial + 3 messages");
+    assert_eq!(msgs[0]["id"], conv.as_str());
+    assert_eq!(msgs[0]["type"], "initial");
+    for (m, text) in msgs[1..]
+        .iter()
+        .zip(["hello", "héllo wörld ✓", "third\nline"])
+    {
+        assert_eq!(m["body"], text);
+        assert_eq!(m["type"], "text/plain");
+        assert_eq!(m["author"], uri.as_str());
+        assert_eq!(m["device"], device.as_str());
+    }
+    let last = ok_json(h, &["log", conv, "--limit", "1"]);
+    assert_eq!(last["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(last["messages"][0]["id"], sent[2].as_str());
+
+    // Stock git on every conversation: log, fsck --strict, verify-commit of every commit.
+    for conv in &convs {
+        let repo = ok_json(h, &["conv", "repo", conv])["path"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let repo = Path::new(&repo);
+        let signers = ok_json(h, &["conv", "allowed-signers", conv]);
+        let lines: Vec<&str> = signers["allowed_signers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "one device certificate");
+        assert!(lines[0].starts_with(&format!("{device} namespaces=\"git\" ssh-ed25519 ")));
+        let signers_file = home.path().join(format!("signers-{conv}"));
+        std::fs::write(&signers_file, lines.join("\n") + "\n").unwrap();
+
+        let out = git(repo, &["log", "--format=%H %s"]);
+        assert!(out.status.success());
+        let log = String::from_utf8(out.stdout).unwrap();
+        assert!(log.contains(conv.as_str()));
+        let fsck = git(repo, &["fsck", "--strict"]);
+        assert!(
+            fsck.status.success(),
+            "fsck: {}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        let revs = String::from_utf8(git(repo, &["rev-list", "HEAD"]).stdout).unwrap();
+        let mut n = 0;
+        for c in revs.lines() {
+            let v = git(
+                repo,
+                &[
+                    "-c",
+                    "gpg.format=ssh",
+                    "-c",
+                    &format!("gpg.ssh.allowedSignersFile={}", signers_file.display()),
+                    "verify-commit",
+                    c,
+                ],
+            );
+            assert!(
+                v.status.success(),
+                "git verify-commit {c}: {}",
+                String::from_utf8_lossy(&v.stderr)
+            );
+            n += 1;
+        }
+        assert!(n >= 1);
+    }
+    assert!(String::from_utf8(
+        git(
+            Path::new(
+                &ok_json(h, &["conv", "repo", conv])["path"]
+                    .as_str()
+                    .unwrap()
+            ),
+            &["log", "--format=%s"]
+        )
+        .stdout
+    )
+    .unwrap()
+    .contains(r#"{"body":"hello","type":"text/plain"}"#));
+
+    // A signature from a device that is not in the allowed-signers file is refused by git.
+    let stranger = tempfile::tempdir().unwrap();
+    ok_json(stranger.path(), &["id", "new", "--name", "Mallory"]);
+    let mc = ok_json(stranger.path(), &["conv", "create", "--mode", "public"])["conversation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mrepo = ok_json(stranger.path(), &["conv", "repo", &mc])["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = git(
+        Path::new(&mrepo),
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &format!(
+                "gpg.ssh.allowedSignersFile={}",
+                home.path().join(format!("signers-{}", convs[0])).display()
+            ),
+            "verify-commit",
+            &mc,
+        ],
+    );
+    assert!(
+        !v.status.success(),
+        "git must refuse a signer not in the allowed-signers file"
+    );
+}
+
+fn fails_with_one_line(home: &Path, args: &[&str], needle: &str) {
+    let out = chat(home, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: {err:?} should mention {needle:?}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_non_zero() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    fails_with_one_line(h, &["id", "show"], "no identity");
+    fails_with_one_line(h, &["conv", "create", "--mode", "public"], "no identity");
+    ok_json(h, &["id", "new", "--name", "Alice"]);
+    fails_with_one_line(h, &["id", "new", "--name", "Again"], "already exists");
+    fails_with_one_line(
+        h,
+        &["log", "0000000000000000000000000000000000000000"],
+        "unknown conversation",
+    );
+    fails_with_one_line(
+        h,
+        &["send", "0000000000000000000000000000000000000000", "x"],
+        "unknown conversation",
+    );
+    fails_with_one_line(h, &["log", "not-an-id"], "invalid conversation id");
+    fails_with_one_line(
+        h,
+        &["conv", "create", "--mode", "one-to-one", "--invite", "ZZZ"],
+        "invalid URI",
+    );
+    fails_with_one_line(
+        h,
+        &["conv", "create", "--mode", "one-to-one"],
+        "needs the URI",
+    );
+    fails_with_one_line(
+        h,
+        &[
+            "conv",
+            "create",
+            "--mode",
+            "public",
+            "--invite",
+            "0123456789abcdef0123456789abcdef01234567",
+        ],
+        "only one-to-one",
+    );
+    let other = tempfile::tempdir().unwrap();
+    fails_with_one_line(
+        other.path(),
+        &["id", "new", "--name", "a<b"],
+        "invalid display name",
+    );
+    // Damaged identity files are an error, not a panic.
+    std::fs::write(h.join("identity").join("device.key"), "garbage").unwrap();
+    fails_with_one_line(h, &["id", "show"], "damaged");
+}
+
+#[test]
+fn demo_runs_and_verifies_its_signatures() {
+    let home = tempfile::tempdir().unwrap();
+    let v = ok_json(home.path(), &["demo"]);
+    assert_eq!(v["messages"].as_array().unwrap().len(), 4);
+    assert_eq!(v["signatures_verified"], 4);
+}

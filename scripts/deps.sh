@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what swarm's demo and tests need on a fresh Debian machine with Rust, idempotently:
+# only missing Debian packages are installed, and the rustup target only if absent.
+set -euo pipefail
+
+# Stock git (interop tests run git log / fsck / verify-commit) and ssh-keygen (git's ssh
+# signature verifier).
+APT_PACKAGES=(git openssh-client pkg-config)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked

@@ -1,0 +1,292 @@
+//! GitStorage through the core's conversation operations, checked against the repository
+//! layout of DESIGN §3 and against stock `git`.
+
+use std::process::Command;
+
+use rand_core::OsRng;
+use swarm_api::body::{Body, Mode};
+use swarm_api::identity::{Account, Crl, Device};
+use swarm_api::layout;
+use swarm_api::object::{ChangeKind, Object};
+use swarm_api::repo::{create_conversation, FileChange, Repo, RepoError, Signer};
+use swarm_api::storage::{HeadUpdate, Storage, StorageError};
+use swarm_api::AccountUri;
+use swarm_git::GitStorage;
+use time::OffsetDateTime;
+
+struct Id {
+    account: Account,
+    device: Device,
+    crl: Crl,
+}
+
+impl Id {
+    fn new(name: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let account = Account::generate(name, now, &mut OsRng).unwrap();
+        let device = account.new_device(now, &mut OsRng).unwrap();
+        let crl = account.crl(&[], 1, now).unwrap();
+        Self {
+            account,
+            device,
+            crl,
+        }
+    }
+    fn signer(&self) -> Signer<'_> {
+        Signer {
+            account: self.account.cert(),
+            device: &self.device,
+            crl: &self.crl,
+        }
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn initial_commit_tree_is_exactly_the_layout_for_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = GitStorage::open(dir.path()).unwrap();
+    let alice = Id::new("Alice");
+    let bob = Id::new("Bob");
+    for mode in [
+        Mode::OneToOne,
+        Mode::AdminInvitesOnly,
+        Mode::InvitesOnly,
+        Mode::Public,
+    ] {
+        let invited = (mode == Mode::OneToOne).then(|| bob.account.uri());
+        let conv =
+            create_conversation(&storage, &alice.signer(), mode, invited, 1_800_000_000).unwrap();
+        let repo = Repo::open(&storage, conv).unwrap();
+        assert_eq!(
+            repo.head().unwrap(),
+            conv.initial_commit(),
+            "the id is the initial commit"
+        );
+        let files: Vec<String> = repo
+            .files(&conv.initial_commit())
+            .unwrap()
+            .into_keys()
+            .collect();
+        let mut expected = vec![
+            layout::admin_cert(&alice.account.uri()),
+            layout::crl(&alice.account.uri(), &alice.crl.id()),
+            layout::device_cert(&alice.device.id()),
+        ];
+        if let Some(uri) = invited {
+            expected.push(layout::invited(&uri));
+            assert_eq!(
+                repo.read_file(&conv.initial_commit(), &layout::invited(&uri))
+                    .unwrap(),
+                Some(vec![])
+            );
+        }
+        expected.sort();
+        assert_eq!(files, expected, "{mode:?}");
+        let c = repo.commit(&conv.initial_commit()).unwrap();
+        let body = Body::parse(&c.message).unwrap();
+        let Body::Initial(init) = body else {
+            panic!("not initial")
+        };
+        assert_eq!(init.mode, mode);
+        assert_eq!(init.invited, invited);
+        c.verify_signature(alice.device.cert().public_key())
+            .unwrap();
+        // Stock git reads the same tree.
+        let path = storage.location(&conv).unwrap();
+        let mut listed: Vec<String> = git(&path, &["ls-tree", "-r", "--name-only", "HEAD"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, expected);
+        assert_eq!(
+            repo.read_file(
+                &conv.initial_commit(),
+                &layout::admin_cert(&alice.account.uri())
+            )
+            .unwrap()
+            .unwrap(),
+            alice.account.cert().pem().as_bytes()
+        );
+    }
+    assert_eq!(storage.conversations().unwrap().len(), 4);
+}
+
+#[test]
+fn append_walk_changed_paths_and_read_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = GitStorage::open(dir.path()).unwrap();
+    let alice = Id::new("Alice");
+    let conv = create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, 1).unwrap();
+    let repo = Repo::open(&storage, conv).unwrap();
+    let m1 = repo
+        .append(&alice.signer(), &Body::text("one"), &[], 2)
+        .unwrap();
+    assert!(
+        repo.changed_paths(&m1).unwrap().is_empty(),
+        "a text commit changes no files"
+    );
+    let carol: AccountUri = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+    let add = Body::parse(&format!(
+        r#"{{"action":"add","type":"member","uri":"{carol}"}}"#
+    ))
+    .unwrap();
+    let m2 = repo
+        .append(
+            &alice.signer(),
+            &add,
+            &[FileChange::Write(layout::invited(&carol), vec![])],
+            3,
+        )
+        .unwrap();
+    let changes = repo.changed_paths(&m2).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].path, layout::invited(&carol));
+    assert_eq!(changes[0].kind, ChangeKind::Added);
+    assert_eq!(repo.read_file(&m1, &layout::invited(&carol)).unwrap(), None);
+    assert_eq!(
+        repo.read_file(&m2, &layout::invited(&carol)).unwrap(),
+        Some(vec![])
+    );
+    let history: Vec<_> = repo.history().unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(history, vec![conv.initial_commit(), m1, m2]);
+    // Paths outside the layout are refused before anything is written.
+    let err = repo
+        .append(
+            &alice.signer(),
+            &Body::text("x"),
+            &[FileChange::Write("evil/x".into(), vec![1])],
+            4,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RepoError::InvalidPath(_)));
+    assert_eq!(repo.head().unwrap(), m2);
+    // git sees the same history.
+    let path = storage.location(&conv).unwrap();
+    let revs: Vec<String> = git(&path, &["rev-list", "--reverse", "HEAD"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        revs,
+        history.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+    git(&path, &["fsck", "--strict"]);
+}
+
+#[test]
+fn head_compare_and_swap_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = GitStorage::open(dir.path()).unwrap();
+    let alice = Id::new("Alice");
+    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, 1).unwrap();
+    let repo = Repo::open(&storage, conv).unwrap();
+    let m1 = repo
+        .append(&alice.signer(), &Body::text("one"), &[], 2)
+        .unwrap();
+    // A writer that still believes the head is the initial commit loses, and changes nothing.
+    let blob = Object::blob(b"x".to_vec());
+    let err = storage
+        .write(
+            &conv,
+            &[blob],
+            HeadUpdate {
+                expected: Some(conv.initial_commit()),
+                new: conv.initial_commit(),
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, StorageError::HeadMoved { found: Some(f), .. } if f == m1));
+    assert_eq!(storage.head(&conv).unwrap(), Some(m1));
+    // Creating it again fails.
+    let err = create_conversation(&storage, &alice.signer(), Mode::Public, None, 1).unwrap_err();
+    assert!(
+        matches!(err, RepoError::Storage(StorageError::AlreadyExists(_))),
+        "{err}"
+    );
+    // A head that points nowhere is refused.
+    let ghost = swarm_api::CommitId::from_bytes([9; 20]);
+    let err = storage
+        .write(
+            &conv,
+            &[],
+            HeadUpdate {
+                expected: Some(m1),
+                new: ghost,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, StorageError::DanglingHead(_)));
+    assert_eq!(storage.head(&conv).unwrap(), Some(m1));
+    // Unknown conversations.
+    let unknown: swarm_api::ConversationId =
+        "00000000000000000000000000000000000000aa".parse().unwrap();
+    assert!(matches!(
+        Repo::open(&storage, unknown),
+        Err(RepoError::UnknownConversation(_))
+    ));
+    assert!(matches!(
+        storage.object(&unknown, &ghost.object_id()),
+        Err(StorageError::UnknownConversation(_))
+    ));
+}
+
+#[test]
+fn corrupted_object_is_detected_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = GitStorage::open(dir.path()).unwrap();
+    let alice = Id::new("Alice");
+    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, 1).unwrap();
+    let path = storage.location(&conv).unwrap();
+    // Overwrite the loose commit object with a valid object of other content.
+    let id = conv.initial_commit().to_string();
+    let loose = path.join("objects").join(&id[..2]).join(&id[2..]);
+    let replacement = walk(&path.join("objects"))
+        .into_iter()
+        .find(|p| *p != loose)
+        .unwrap();
+    std::fs::set_permissions(
+        &loose,
+        std::fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o644)),
+    )
+    .unwrap();
+    std::fs::copy(&replacement, &loose).unwrap();
+    let fresh = GitStorage::open(dir.path()).unwrap();
+    let repo = Repo::open(&fresh, conv).unwrap();
+    assert!(
+        repo.commit(&conv.initial_commit()).is_err(),
+        "content that does not hash to its id is refused"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p
+            .parent()
+            .map(|d| d.file_name().unwrap().len() == 2)
+            .unwrap_or(false)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
