@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::id::{AccountUri, CommitId};
+use crate::id::{AccountUri, CommitId, Target};
 
 /// Extra fields of a known type that this version does not interpret; kept verbatim.
 pub type Extra = BTreeMap<String, Value>;
@@ -175,8 +175,8 @@ pub enum MemberAction {
 /// `{"type":"member","uri":"<uri>","action":"add|join|remove|ban|unban"}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
-    /// The account concerned.
-    pub uri: AccountUri,
+    /// The account concerned (a device, for device bans).
+    pub uri: Target,
     /// What happens to it.
     pub action: MemberAction,
     /// Fields this version does not interpret.
@@ -198,7 +198,7 @@ pub enum VoteAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vote {
     /// The target: an account URI, or a device id when the vote is about a device.
-    pub uri: String,
+    pub uri: Target,
     /// Ban or unban.
     pub action: VoteAction,
     /// Fields this version does not interpret.

@@ -180,6 +180,80 @@ impl fmt::Debug for ConversationId {
     }
 }
 
+/// What a `member` or `vote` commit is about: an account, or (for device bans) a device.
+/// Written as the 40- or 64-character hex id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// An account URI.
+    Account(AccountUri),
+    /// A device id.
+    Device(DeviceId),
+}
+
+impl Target {
+    /// The account, if the target is one.
+    pub fn account(&self) -> Option<AccountUri> {
+        match self {
+            Target::Account(a) => Some(*a),
+            Target::Device(_) => None,
+        }
+    }
+}
+
+impl From<AccountUri> for Target {
+    fn from(a: AccountUri) -> Self {
+        Target::Account(a)
+    }
+}
+
+impl From<DeviceId> for Target {
+    fn from(d: DeviceId) -> Self {
+        Target::Device(d)
+    }
+}
+
+impl FromStr for Target {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if s.len() == 64 {
+            s.parse().map(Target::Device)
+        } else {
+            s.parse().map(Target::Account)
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Account(a) => a.fmt(f),
+            Target::Device(d) => d.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Account(a) => a.fmt(f),
+            Target::Device(d) => d.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,11 +29,13 @@ pub mod commit;
 pub mod id;
 pub mod identity;
 pub mod layout;
+pub mod merge;
 pub mod object;
 pub mod order;
 pub mod repo;
 pub mod storage;
 pub mod traits;
+pub mod validate;
 
 pub use id::{AccountUri, CommitId, ConversationId, DeviceId};
 pub use storage::Storage;

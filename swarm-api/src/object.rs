@@ -314,6 +314,170 @@ pub fn diff(old: &Files, new: &Files) -> Vec<Change> {
     out
 }
 
+/// One changed file between two trees, with both blob ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// The path.
+    pub path: String,
+    /// The blob before (`None`: added).
+    pub old: Option<ObjectId>,
+    /// The blob after (`None`: deleted).
+    pub new: Option<ObjectId>,
+}
+
+impl Delta {
+    /// Added, modified or deleted.
+    pub fn kind(&self) -> ChangeKind {
+        match (self.old, self.new) {
+            (None, _) => ChangeKind::Added,
+            (Some(_), Some(_)) => ChangeKind::Modified,
+            (Some(_), None) => ChangeKind::Deleted,
+        }
+    }
+}
+
+/// Compares two trees recursively, skipping identical subtrees (so the cost is proportional
+/// to what changed, not to the size of the tree). Refuses trees deeper than `limits`.
+pub fn diff_trees(
+    src: &dyn ObjectSource,
+    old: &ObjectId,
+    new: &ObjectId,
+    limits: TreeLimits,
+) -> Result<Vec<Delta>, ObjectError> {
+    let mut out = Vec::new();
+    if old != new {
+        diff_dir(src, new, Some(old), Some(new), "", 0, limits, &mut out)?;
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+type DirEntries = BTreeMap<String, (bool, ObjectId)>;
+
+fn dir_entries(src: &dyn ObjectSource, id: &ObjectId) -> Result<DirEntries, ObjectError> {
+    let obj = src.expect(id, Kind::Tree)?;
+    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
+        ObjectError::Malformed {
+            id: *id,
+            reason: e.to_string(),
+        }
+    })?;
+    let mut out = DirEntries::new();
+    for entry in tree.entries {
+        let name = std::str::from_utf8(entry.filename).map_err(|_| ObjectError::Malformed {
+            id: *id,
+            reason: "file name is not UTF-8".into(),
+        })?;
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(ObjectError::Malformed {
+                id: *id,
+                reason: format!("invalid file name {name:?}"),
+            });
+        }
+        let is_tree = match entry.mode.kind() {
+            tree::EntryKind::Tree => true,
+            tree::EntryKind::Blob => false,
+            other => {
+                return Err(ObjectError::Malformed {
+                    id: *id,
+                    reason: format!("{name:?} has unsupported mode {other:?}"),
+                })
+            }
+        };
+        if out
+            .insert(name.to_owned(), (is_tree, entry.oid.to_owned()))
+            .is_some()
+        {
+            return Err(ObjectError::Malformed {
+                id: *id,
+                reason: format!("duplicate entry {name:?}"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn diff_dir(
+    src: &dyn ObjectSource,
+    root: &ObjectId,
+    old: Option<&ObjectId>,
+    new: Option<&ObjectId>,
+    prefix: &str,
+    depth: usize,
+    limits: TreeLimits,
+    out: &mut Vec<Delta>,
+) -> Result<(), ObjectError> {
+    if depth >= limits.max_depth {
+        return Err(ObjectError::TooLarge {
+            id: *root,
+            reason: format!("deeper than {} levels", limits.max_depth),
+        });
+    }
+    let old = match old {
+        Some(id) => dir_entries(src, id)?,
+        None => DirEntries::new(),
+    };
+    let new = match new {
+        Some(id) => dir_entries(src, id)?,
+        None => DirEntries::new(),
+    };
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        let path = format!("{prefix}{name}");
+        let (o, n) = (old.get(name), new.get(name));
+        if o == n {
+            continue;
+        }
+        let o_tree = o.filter(|(t, _)| *t).map(|(_, id)| id);
+        let n_tree = n.filter(|(t, _)| *t).map(|(_, id)| id);
+        let o_blob = o.filter(|(t, _)| !*t).map(|(_, id)| *id);
+        let n_blob = n.filter(|(t, _)| !*t).map(|(_, id)| *id);
+        if o_tree.is_some() || n_tree.is_some() {
+            diff_dir(
+                src,
+                root,
+                o_tree,
+                n_tree,
+                &format!("{path}/"),
+                depth + 1,
+                limits,
+                out,
+            )?;
+        }
+        if o_blob.is_some() || n_blob.is_some() {
+            if out.len() >= limits.max_files {
+                return Err(ObjectError::TooLarge {
+                    id: *root,
+                    reason: format!("more than {} changed files", limits.max_files),
+                });
+            }
+            out.push(Delta {
+                path,
+                old: o_blob,
+                new: n_blob,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies deltas to a file map.
+pub fn apply(files: &Files, deltas: &[Delta]) -> Files {
+    let mut out = files.clone();
+    for d in deltas {
+        match d.new {
+            Some(id) => {
+                out.insert(d.path.clone(), id);
+            }
+            None => {
+                out.remove(&d.path);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +497,7 @@ mod tests {
         files.insert("votes/ban/members/t/v".into(), empty.id());
         files.insert("profile.vcf".into(), a.id());
         let (root, trees) = build_tree(&files);
+        let (a_id, empty_id) = (a.id(), empty.id());
         let mut store: BTreeMap<ObjectId, Object> =
             trees.into_iter().map(|o| (o.id(), o)).collect();
         store.insert(a.id(), a);
@@ -353,6 +518,26 @@ mod tests {
             read_tree(&BTreeMap::new(), &root, TreeLimits::default()),
             Err(ObjectError::Missing(_))
         ));
+
+        // diff_trees agrees with diff of the flattened maps, and apply() inverts it.
+        let mut files2 = files.clone();
+        files2.remove("admins/x.crt");
+        files2.insert("votes/ban/members/t/w".into(), a_id);
+        files2.insert("profile.vcf".into(), empty_id);
+        let (root2, trees2) = build_tree(&files2);
+        store.extend(trees2.into_iter().map(|o| (o.id(), o)));
+        let deltas = diff_trees(&store, &root, &root2, TreeLimits::default()).unwrap();
+        let kinds: Vec<(String, ChangeKind)> =
+            deltas.iter().map(|d| (d.path.clone(), d.kind())).collect();
+        let expected: Vec<(String, ChangeKind)> = diff(&files, &files2)
+            .into_iter()
+            .map(|c| (c.path, c.kind))
+            .collect();
+        assert_eq!(kinds, expected);
+        assert_eq!(apply(&files, &deltas), files2);
+        assert!(diff_trees(&store, &root, &root, TreeLimits::default())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! commits and reads them back.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use gix_hash::ObjectId;
 
 use crate::body::{Body, Initial, Mode};
 use crate::commit::{sign_commit, Commit, CommitParseError, SignError};
@@ -17,6 +20,7 @@ use crate::object::{
 };
 use crate::order::display_order;
 use crate::storage::{ConversationObjects, HeadUpdate, Storage, StorageError};
+use crate::validate::{Engine, Rejection, State, Validated};
 
 /// Errors of conversation operations.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,22 @@ pub enum RepoError {
     /// A file change outside the repository layout.
     #[error("path {0:?} is not part of the conversation layout")]
     InvalidPath(String),
+    /// Validation refused the commit(s); nothing was stored.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The received branch does not descend from the current head (merging is the sync
+    /// layer's job); nothing was stored.
+    #[error("commit {0} does not descend from the current head")]
+    NotFastForward(CommitId),
+}
+
+/// A built, signed commit and the new objects it needs, not yet validated or stored.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The commit id.
+    pub id: CommitId,
+    /// The commit object and every new tree and blob.
+    pub objects: Vec<Object>,
 }
 
 /// What a local device needs to make commits: its account certificate, the device (key and
@@ -124,6 +144,9 @@ pub fn create_conversation(
     let id = commit_id(&commit);
     objects.push(commit);
     let conv = ConversationId(id);
+    // The initial commit goes through the same rules as every other commit.
+    let quarantine: BTreeMap<_, _> = objects.iter().map(|o| (o.id(), o.clone())).collect();
+    Engine::default().verify(conv, &quarantine, id)?;
     storage.write(
         &conv,
         &objects,
@@ -146,6 +169,7 @@ pub struct Repo<'a> {
     storage: &'a dyn Storage,
     conv: ConversationId,
     limits: TreeLimits,
+    engine: Arc<Engine>,
 }
 
 impl<'a> Repo<'a> {
@@ -158,7 +182,14 @@ impl<'a> Repo<'a> {
             storage,
             conv,
             limits: TreeLimits::default(),
+            engine: Arc::new(Engine::default()),
         })
+    }
+
+    /// Uses `engine` (with registered message types or other limits) for validation.
+    pub fn with_engine(mut self, engine: Arc<Engine>) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// The conversation id.
@@ -270,32 +301,37 @@ impl<'a> Repo<'a> {
             .collect())
     }
 
-    /// Appends a signed commit with `body` and `changes` on top of the head, adding the
-    /// signer's device certificate and CRL if the tree lacks them. Returns the new commit id.
-    ///
-    /// This builds the commit; it does not judge whether the swarm's rules allow it.
-    pub fn append(
+    /// Builds and signs a commit with `message` and `changes` on top of `parents` (the
+    /// first parent's tree is the base), without validating or storing it. With
+    /// `own_credentials`, the signer's device certificate and CRL are added if missing.
+    pub fn draft(
         &self,
         signer: &Signer<'_>,
-        body: &Body,
+        parents: &[CommitId],
+        message: &str,
         changes: &[FileChange],
+        own_credentials: bool,
         time: i64,
-    ) -> Result<CommitId, RepoError> {
-        let head = self.head()?;
-        let mut files = self.files(&head)?;
+    ) -> Result<Draft, RepoError> {
+        let mut files = match parents.first() {
+            Some(p) => self.files(p)?,
+            None => Files::new(),
+        };
         let mut blobs = Vec::new();
-        let own = [
-            (
-                layout::device_cert(&signer.device.id()),
-                signer.device.cert().pem().as_bytes().to_vec(),
-            ),
-            (crl_path(signer), signer.crl.pem().as_bytes().to_vec()),
-        ];
-        for (path, data) in own {
-            if !files.contains_key(&path) {
-                let blob = Object::blob(data);
-                files.insert(path, blob.id());
-                blobs.push(blob);
+        if own_credentials {
+            let own = [
+                (
+                    layout::device_cert(&signer.device.id()),
+                    signer.device.cert().pem().as_bytes().to_vec(),
+                ),
+                (crl_path(signer), signer.crl.pem().as_bytes().to_vec()),
+            ];
+            for (path, data) in own {
+                if !files.contains_key(&path) {
+                    let blob = Object::blob(data);
+                    files.insert(path, blob.id());
+                    blobs.push(blob);
+                }
             }
         }
         for change in changes {
@@ -322,20 +358,110 @@ impl<'a> Repo<'a> {
             signer.device,
             signer.account.name(),
             tree,
-            &[head],
-            &body.to_message(),
+            parents,
+            message,
             time,
         )?;
         let id = commit_id(&commit);
         objects.push(commit);
+        Ok(Draft { id, objects })
+    }
+
+    /// Receives a branch: `objects` (held in memory, never stored before validation) whose
+    /// tip is `tip`. Every new commit is validated oldest first; if one fails, nothing is
+    /// stored and the [`Rejection`] says which commit broke which rule. On success the head
+    /// fast-forwards to `tip` atomically.
+    pub fn receive(&self, objects: Vec<Object>, tip: CommitId) -> Result<Validated, RepoError> {
+        let head = self.head()?;
+        let quarantine = Overlay {
+            new: objects.into_iter().map(|o| (o.id(), o)).collect(),
+            base: self.objects(),
+        };
+        let stored = |id: &CommitId| -> bool {
+            !quarantine.new.contains_key(&id.object_id())
+                && matches!(
+                    self.storage.object(&self.conv, &id.object_id()),
+                    Ok(Some(_))
+                )
+        };
+        let validated = self
+            .engine
+            .validate_branch(self.conv, &quarantine, &stored, &[tip])?;
+        if tip != head && !validated.commits().is_empty() {
+            // Fast-forward only: the head must be an ancestor of the tip.
+            let descends = validated.commits().iter().any(|c| {
+                quarantine
+                    .new
+                    .get(&c.object_id())
+                    .and_then(|o| Commit::parse(*c, &o.data).ok())
+                    .is_some_and(|c| c.parents.contains(&head))
+            });
+            if !descends {
+                return Err(RepoError::NotFastForward(tip));
+            }
+        } else if tip != head {
+            return Err(RepoError::NotFastForward(tip));
+        }
+        let objects: Vec<Object> = quarantine.new.into_values().collect();
         self.storage.write(
             &self.conv,
             &objects,
             HeadUpdate {
                 expected: Some(head),
-                new: id,
+                new: tip,
             },
         )?;
-        Ok(id)
+        Ok(validated)
+    }
+
+    /// Appends a signed commit with `body` and `changes` on top of the head, adding the
+    /// signer's device certificate and CRL if the tree lacks them. The commit is validated
+    /// like any received commit before it is stored. Returns the new commit id.
+    pub fn append(
+        &self,
+        signer: &Signer<'_>,
+        body: &Body,
+        changes: &[FileChange],
+        time: i64,
+    ) -> Result<CommitId, RepoError> {
+        let head = self.head()?;
+        let draft = self.draft(signer, &[head], &body.to_message(), changes, true, time)?;
+        self.receive(draft.objects, draft.id)?;
+        Ok(draft.id)
+    }
+
+    /// The membership state at `commit`.
+    pub fn state(&self, commit: &CommitId) -> Result<Arc<State>, RepoError> {
+        self.engine
+            .state_at(self.conv, &self.objects(), commit)
+            .map_err(|violation| {
+                RepoError::Rejected(Rejection {
+                    commit: *commit,
+                    violation,
+                })
+            })
+    }
+
+    /// Validates the whole conversation from its initial commit (what `swarm-chat verify`
+    /// does).
+    pub fn verify(&self) -> Result<Validated, RepoError> {
+        Ok(self
+            .engine
+            .verify(self.conv, &self.objects(), self.head()?)?)
+    }
+}
+
+/// New objects over stored ones: what validation reads while a branch is quarantined.
+struct Overlay<B> {
+    new: BTreeMap<ObjectId, Object>,
+    base: B,
+}
+
+impl<B: ObjectSource> ObjectSource for Overlay<B> {
+    fn object(&self, id: &ObjectId) -> Result<Option<Object>, ObjectError> {
+        match self.new.get(id) {
+            Some(o) => Ok(Some(o.clone())),
+            None => self.base.object(id),
+        }
     }
 }

@@ -10,7 +10,8 @@ use std::pin::Pin;
 use crate::body::{Body, Mode};
 use crate::commit::Commit;
 use crate::id::{AccountUri, ConversationId, DeviceId};
-use crate::object::Change;
+use crate::object::Delta;
+use crate::validate::{CommitLookup, MemberRole, State, Violation};
 
 /// A boxed future, for dyn-compatible async traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -102,22 +103,8 @@ pub trait Transport: Send + Sync {
     fn next_incoming(&self) -> BoxFuture<'_, Option<Incoming>>;
 }
 
-/// Who signed a commit, as seen from its parent's tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// In `admins/`.
-    Admin,
-    /// In `members/`.
-    Member,
-    /// In `invited/` (only meaningful for a `join`).
-    Invited,
-    /// None of the above (only meaningful for a `join` in PUBLIC).
-    Stranger,
-}
-
 /// What a [`Validator`] or [`MessageType`] sees of one commit. Everything is taken from the
 /// commit and its parent's tree, never from the local checkout.
-#[derive(Debug, Clone)]
 pub struct CommitView<'a> {
     /// The conversation.
     pub conversation: ConversationId,
@@ -129,40 +116,36 @@ pub struct CommitView<'a> {
     pub body: &'a Body,
     /// The signer's account.
     pub signer: AccountUri,
+    /// The signing device.
+    pub device: DeviceId,
     /// The signer's role at the parent.
-    pub role: Role,
-    /// Paths changed relative to the (first) parent.
-    pub changes: &'a [Change],
+    pub role: Option<MemberRole>,
+    /// Paths changed relative to the parent, except the author's own credentials.
+    pub changes: &'a [Delta],
+    /// The membership state at the parent.
+    pub parent: &'a State,
+    /// The history the commit sits on.
+    pub lookup: &'a dyn CommitLookup,
 }
 
-/// A refusal: which rule a commit broke and why, in words a user can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("rule {rule} refused commit: {reason}")]
-pub struct Refusal {
-    /// The rule's stable name (e.g. `text-changes-no-files`).
-    pub rule: String,
-    /// Human-readable reason.
-    pub reason: String,
-}
-
-/// Decides whether one commit is allowed, given its view. Validators are pure: the same view
-/// gives the same answer on every peer at any time (no clock, no local state). The core runs
-/// every commit through the same validator whether it was made locally, received by sync or
-/// read while verifying a repository.
+/// An extra rule over single commits. Validators are pure: the same view gives the same
+/// answer on every peer at any time (no clock, no local state).
 pub trait Validator: Send + Sync {
     /// `Ok` if the commit is allowed, else the rule it breaks.
-    fn validate(&self, view: &CommitView<'_>) -> Result<(), Refusal>;
+    fn validate(&self, view: &CommitView<'_>) -> Result<(), Violation>;
 }
 
-/// A commit `type` (built in, or brought by a plugin). The core asks the registered message
-/// type owning a commit's `type` to validate it, in addition to the generic rules ("no
-/// unexpected files", signer authorized, ...).
+/// A commit `type` brought by a plugin or an application. The engine
+/// ([`crate::validate::Engine::register`]) asks the message type owning a commit's `type` to
+/// validate it, in addition to the generic rules (signer authorized, signature, "no
+/// unexpected files").
 pub trait MessageType: Send + Sync {
     /// The `type` strings this message type owns.
     fn types(&self) -> Vec<String>;
 
-    /// `Ok` if the commit is allowed. Must be deterministic; must not panic on any body.
-    fn validate(&self, view: &CommitView<'_>) -> Result<(), Refusal>;
+    /// `Ok` if the commit is allowed, else (typically) [`Violation::Plugin`]. Must be
+    /// deterministic; must not panic on any body.
+    fn validate(&self, view: &CommitView<'_>) -> Result<(), Violation>;
 
     /// A one-line text for clients that do not know this type, if there is one.
     fn summary(&self, body: &Body) -> Option<String> {

@@ -1,0 +1,521 @@
+//! Validation (DESIGN §4): every rule of the swarm, in one place.
+//!
+//! [`Engine::validate_branch`] checks every new commit of a fetched (quarantined) branch,
+//! oldest first, against its **parent's** tree, never a local checkout; one failure rejects
+//! the whole branch with a [`Rejection`] naming the commit, the rule and a reason.
+//! [`Engine::verify`] checks a whole repository from its initial commit with the same code;
+//! local commits go through [`Engine::validate_branch`] too before they are stored.
+//!
+//! Each rule is a named check with its own [`Violation`] variant; `VALIDATION.md` in this
+//! crate lists them with their tests.
+
+mod rules;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use gix_hash::ObjectId;
+
+use crate::body::{Body, Mode};
+use crate::commit::Commit;
+use crate::id::{AccountUri, CommitId, ConversationId, DeviceId};
+use crate::identity::ChainError;
+use crate::object::{read_tree, Files, Kind, ObjectError, ObjectSource, TreeLimits};
+use crate::order::display_order;
+use crate::traits::MessageType;
+
+pub use state::{MemberRole, State};
+
+/// Size limits; over any of them a branch is refused (git-bomb defence).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Maximum bytes of a commit object.
+    pub max_commit_bytes: usize,
+    /// Maximum changed paths in one commit.
+    pub max_changed_paths: usize,
+    /// Maximum bytes of one blob a commit adds or modifies.
+    pub max_blob_bytes: usize,
+    /// Tree depth and size.
+    pub tree: TreeLimits,
+    /// Maximum new commits in one branch (one fetch).
+    pub max_commits: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_commit_bytes: 64 * 1024,
+            max_changed_paths: 1024,
+            max_blob_bytes: 8 * 1024 * 1024,
+            tree: TreeLimits::default(),
+            max_commits: 1_000_000,
+        }
+    }
+}
+
+/// A broken rule. The variant is the rule; [`Violation::rule`] is its stable name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The commit object does not decode (bad header, author ≠ committer, email not a
+    /// device id, non-UTF-8 message...).
+    #[error("malformed commit: {0}")]
+    MalformedCommit(String),
+    /// An object the commit refers to is missing or malformed.
+    #[error("missing or malformed object: {0}")]
+    Objects(String),
+    /// The message is not a well-formed body of its type.
+    #[error("malformed message body: {0}")]
+    MalformedBody(String),
+    /// No `gpgsig` header.
+    #[error("the commit is not signed")]
+    Unsigned,
+    /// The signature does not verify with the device certificate.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// No certificate for the signing device (at the parent, or added by this commit).
+    #[error("device {0} has no certificate in devices/")]
+    UnknownDevice(DeviceId),
+    /// The device's account is not an admin or member.
+    #[error("device {device} belongs to {account}, which is not an admin or member")]
+    DeviceNotFromMember {
+        /// The device.
+        device: DeviceId,
+        /// Its (claimed) account.
+        account: String,
+    },
+    /// The device certificate does not chain to its account.
+    #[error("device certificate chain: {0}")]
+    DeviceChain(ChainError),
+    /// The device is listed in its account's CRL.
+    #[error("device {0} is revoked by its account's CRL")]
+    DeviceRevoked(DeviceId),
+    /// The device is under `banned/devices/`.
+    #[error("device {0} is banned")]
+    DeviceBanned(DeviceId),
+    /// The account is under `banned/`.
+    #[error("account {0} is banned")]
+    AccountBanned(AccountUri),
+    /// A certificate or CRL in the tree does not parse or has the wrong name.
+    #[error("malformed certificate {path}: {reason}")]
+    MalformedCertificate {
+        /// The file.
+        path: String,
+        /// Details.
+        reason: String,
+    },
+    /// A second commit without parents.
+    #[error("only the conversation's initial commit may have no parent")]
+    SecondRoot,
+    /// More than two parents.
+    #[error("a commit has at most 2 parents, this one has {0}")]
+    TooManyParents(usize),
+    /// The initial commit's body is wrong.
+    #[error("initial commit body: {0}")]
+    InitialBody(String),
+    /// The initial commit's files are wrong.
+    #[error("initial commit files: {0}")]
+    InitialFiles(String),
+    /// A merge commit's tree is not the deterministic merge of its parents.
+    #[error("merge tree {found} is not the deterministic merge of its parents ({expected})")]
+    MergeTree {
+        /// The tree the merge must have.
+        expected: String,
+        /// The tree it has.
+        found: String,
+    },
+    /// A path outside the repository layout.
+    #[error("path {0:?} is not part of the conversation layout")]
+    LayoutPath(String),
+    /// A commit of a type that changes no files changed some.
+    #[error("a {kind} commit may not change {paths:?} (only add its author's own device certificate or CRL)")]
+    UnexpectedFiles {
+        /// The commit type.
+        kind: String,
+        /// The offending paths.
+        paths: Vec<String>,
+    },
+    /// A CRL added by a commit is not its author's account's.
+    #[error("CRL {0} is not signed by the commit author's account")]
+    ForeignCrl(String),
+    /// A vote by a non-admin.
+    #[error("only admins vote; {0} is not an admin")]
+    VoteByNonAdmin(AccountUri),
+    /// The vote's files do not match the vote.
+    #[error("vote files: {0}")]
+    VoteFiles(String),
+    /// The vote's target is not something that can be voted on.
+    #[error("vote target: {0}")]
+    VoteTarget(String),
+    /// The mode does not allow this account to invite.
+    #[error("in a {mode} conversation, {who} may not invite")]
+    AddNotAllowed {
+        /// The mode.
+        mode: &'static str,
+        /// Who tried.
+        who: String,
+    },
+    /// An invitation's files are wrong.
+    #[error("invitation files: {0}")]
+    AddFiles(String),
+    /// The invited account is already in the conversation or banned.
+    #[error("cannot invite {0}: already invited, a member, an admin or banned")]
+    AddTarget(String),
+    /// A join signed by someone else than the joining account.
+    #[error("a join must be signed by a device of the joining account")]
+    JoinSigner,
+    /// A join without invitation outside PUBLIC.
+    #[error("{0} joined without an invitation (only PUBLIC conversations allow that)")]
+    JoinNotInvited(AccountUri),
+    /// A join's files are wrong.
+    #[error("join files: {0}")]
+    JoinFiles(String),
+    /// A `remove` of someone else.
+    #[error("a member can only remove itself")]
+    RemoveNotSelf,
+    /// A `remove` touching files that are not the leaver's own.
+    #[error("remove files: {0}")]
+    RemoveFiles(String),
+    /// A ban/unban commit by a non-admin.
+    #[error("only admins ban or unban; {0} is not an admin")]
+    BanByNonAdmin(AccountUri),
+    /// The vote has not passed (strictly more than half of the admins at the parent).
+    #[error("the vote has not passed: {votes} of {admins} admins voted, more than half is needed")]
+    VoteNotPassed {
+        /// Admin votes present.
+        votes: usize,
+        /// Admins at the parent.
+        admins: usize,
+    },
+    /// A ban/unban's files are wrong.
+    #[error("ban/unban files: {0}")]
+    BanFiles(String),
+    /// The ban/unban target is wrong.
+    #[error("ban/unban target: {0}")]
+    BanTarget(String),
+    /// A profile update by a non-admin.
+    #[error("only admins update the profile; {0} is not an admin")]
+    ProfileByNonAdmin(AccountUri),
+    /// A profile update changing other files.
+    #[error("a profile update changes profile.vcf only: {0}")]
+    ProfileFiles(String),
+    /// The profile is not a vCard.
+    #[error("profile.vcf is not a vCard: {0}")]
+    ProfileVcard(String),
+    /// An edit of something that is not the author's own earlier message.
+    #[error("edit target: {0}")]
+    EditTarget(String),
+    /// A data-transfer body with missing or malformed fields.
+    #[error("data transfer: {0}")]
+    DataTransferFields(String),
+    /// A call-history body of neither shape.
+    #[error("call history: {0}")]
+    CallHistoryShape(String),
+    /// A text body that replies and reacts at once.
+    #[error("text message: {0}")]
+    TextShape(String),
+    /// No built-in rule or registered message type for this `type`.
+    #[error("unknown commit type {0:?}: the peer may run a newer version, or be attempting an unauthorized change")]
+    UnknownType(String),
+    /// A registered message type (plugin) refused the commit.
+    #[error("{plugin} refused the commit: {reason}")]
+    Plugin {
+        /// The message type's name.
+        plugin: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// A limit was exceeded.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+}
+
+impl Violation {
+    /// The rule's stable name (as in `VALIDATION.md`).
+    pub fn rule(&self) -> &'static str {
+        use Violation::*;
+        match self {
+            MalformedCommit(_) => "commit-wellformed",
+            Objects(_) => "objects-present",
+            MalformedBody(_) => "body-wellformed",
+            Unsigned | BadSignature(_) => "signature",
+            UnknownDevice(_) => "device-known",
+            DeviceNotFromMember { .. } => "device-of-member",
+            DeviceChain(_) => "device-chain",
+            DeviceRevoked(_) => "device-not-revoked",
+            DeviceBanned(_) => "device-not-banned",
+            AccountBanned(_) => "account-not-banned",
+            MalformedCertificate { .. } => "certificate-wellformed",
+            SecondRoot => "single-root",
+            TooManyParents(_) => "at-most-two-parents",
+            InitialBody(_) => "initial-body",
+            InitialFiles(_) => "initial-files",
+            MergeTree { .. } => "merge-tree",
+            LayoutPath(_) => "layout-path",
+            UnexpectedFiles { .. } => "no-unexpected-files",
+            ForeignCrl(_) => "own-crl",
+            VoteByNonAdmin(_) => "vote-by-admin",
+            VoteFiles(_) => "vote-files",
+            VoteTarget(_) => "vote-target",
+            AddNotAllowed { .. } => "add-mode",
+            AddFiles(_) => "add-files",
+            AddTarget(_) => "add-target",
+            JoinSigner => "join-signer",
+            JoinNotInvited(_) => "join-invited",
+            JoinFiles(_) => "join-files",
+            RemoveNotSelf => "remove-self",
+            RemoveFiles(_) => "remove-files",
+            BanByNonAdmin(_) => "ban-by-admin",
+            VoteNotPassed { .. } => "ban-majority",
+            BanFiles(_) => "ban-files",
+            BanTarget(_) => "ban-target",
+            ProfileByNonAdmin(_) => "profile-by-admin",
+            ProfileFiles(_) => "profile-files",
+            ProfileVcard(_) => "profile-vcard",
+            EditTarget(_) => "edit-target",
+            DataTransferFields(_) => "data-transfer-fields",
+            CallHistoryShape(_) => "call-history-shape",
+            TextShape(_) => "text-shape",
+            UnknownType(_) => "unknown-type",
+            Plugin { .. } => "plugin",
+            Limit(_) => "limits",
+        }
+    }
+}
+
+impl From<ObjectError> for Violation {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::TooLarge { .. } => Violation::Limit(e.to_string()),
+            e => Violation::Objects(e.to_string()),
+        }
+    }
+}
+
+/// A refused branch: the first failing commit, its rule and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("commit {commit} refused by rule {rule}: {violation}", rule = violation.rule())]
+pub struct Rejection {
+    /// The failing commit.
+    pub commit: CommitId,
+    /// What it broke.
+    pub violation: Violation,
+}
+
+/// Read access to the history a commit sits on, for rules that look back (edits) and for
+/// message types.
+pub trait CommitLookup {
+    /// The commit, if it is in the conversation (stored or in the branch being validated).
+    fn commit(&self, id: &CommitId) -> Option<Arc<Commit>>;
+    /// The account that signed `id` (the issuer of its device certificate).
+    fn author(&self, id: &CommitId) -> Option<AccountUri>;
+    /// Whether `ancestor` is `of` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: &CommitId, of: &CommitId) -> bool;
+}
+
+/// A branch that passed validation, oldest first. Only [`Engine::validate_branch`] makes
+/// one, so a value of this type proves the commits were checked.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    commits: Vec<CommitId>,
+    head_state: BTreeMap<CommitId, Arc<State>>,
+}
+
+impl Validated {
+    /// The new commits, parents first.
+    pub fn commits(&self) -> &[CommitId] {
+        &self.commits
+    }
+    /// The membership state at one of the branch's tips.
+    pub fn state(&self, tip: &CommitId) -> Option<&Arc<State>> {
+        self.head_state.get(tip)
+    }
+}
+
+/// The validation engine: the built-in rules plus registered message types.
+pub struct Engine {
+    limits: Limits,
+    types: BTreeMap<String, Arc<dyn MessageType>>,
+    parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("limits", &self.limits)
+            .field("types", &self.types.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl Engine {
+    /// An engine with the built-in rules and these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            types: BTreeMap::new(),
+            parsed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a message type for the `type` strings it owns. A built-in type cannot be
+    /// replaced this way.
+    pub fn register(&mut self, t: Arc<dyn MessageType>) {
+        for name in t.types() {
+            self.types.insert(name, t.clone());
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates a whole conversation from its initial commit up to `head`.
+    pub fn verify(
+        &self,
+        conv: ConversationId,
+        src: &dyn ObjectSource,
+        head: CommitId,
+    ) -> Result<Validated, Rejection> {
+        self.validate_branch(conv, src, &|_| false, &[head])
+    }
+
+    /// Validates the commits reachable from `tips` that `known` does not already contain
+    /// (`known` answers for commits already validated and stored), parents first. `src`
+    /// gives access to both stored and quarantined objects. The first failure rejects the
+    /// whole branch.
+    pub fn validate_branch(
+        &self,
+        conv: ConversationId,
+        src: &dyn ObjectSource,
+        known: &dyn Fn(&CommitId) -> bool,
+        tips: &[CommitId],
+    ) -> Result<Validated, Rejection> {
+        let mut ctx = rules::Ctx::new(self, conv, src);
+        // 1. Collect the new commits, bounded before anything else is read.
+        let mut new: BTreeMap<CommitId, Arc<Commit>> = BTreeMap::new();
+        let mut stack: Vec<CommitId> = tips.iter().filter(|t| !known(t)).copied().collect();
+        let mut seen: BTreeSet<CommitId> = stack.iter().copied().collect();
+        while let Some(id) = stack.pop() {
+            if new.len() >= self.limits.max_commits {
+                return Err(Rejection {
+                    commit: tips.first().copied().unwrap_or(id),
+                    violation: Violation::Limit(format!(
+                        "more than {} new commits in one branch",
+                        self.limits.max_commits
+                    )),
+                });
+            }
+            let c = ctx.load(&id).map_err(|violation| Rejection {
+                commit: id,
+                violation,
+            })?;
+            for p in &c.parents {
+                if !known(p) && seen.insert(*p) {
+                    stack.push(*p);
+                }
+            }
+            new.insert(id, c);
+        }
+        // 2. Oldest first.
+        let order = display_order(new.values().map(|c| (c.id, c.parents.as_slice())));
+        let mut states: HashMap<CommitId, Arc<State>> = HashMap::new();
+        for id in &order {
+            let c = &new[id];
+            let state = ctx.check(c, &mut states).map_err(|violation| Rejection {
+                commit: *id,
+                violation,
+            })?;
+            states.insert(*id, state);
+        }
+        let head_state = tips
+            .iter()
+            .filter_map(|t| states.get(t).map(|s| (*t, s.clone())))
+            .collect();
+        Ok(Validated {
+            commits: order,
+            head_state,
+        })
+    }
+
+    /// The membership state at a stored commit (reads its whole tree once).
+    pub fn state_at(
+        &self,
+        conv: ConversationId,
+        src: &dyn ObjectSource,
+        commit: &CommitId,
+    ) -> Result<Arc<State>, Violation> {
+        let mut ctx = rules::Ctx::new(self, conv, src);
+        ctx.state_of(commit, &mut HashMap::new())
+    }
+}
+
+fn mode_of(src: &dyn ObjectSource, conv: &ConversationId) -> Result<Mode, Violation> {
+    let obj = src.expect(&conv.initial_commit().object_id(), Kind::Commit)?;
+    let c = Commit::parse(conv.initial_commit(), &obj.data)
+        .map_err(|e| Violation::MalformedCommit(e.to_string()))?;
+    match Body::parse(&c.message) {
+        Ok(Body::Initial(i)) => Ok(i.mode),
+        Ok(_) => Err(Violation::InitialBody("not an initial body".into())),
+        Err(e) => Err(Violation::InitialBody(e.to_string())),
+    }
+}
+
+fn full_state(
+    src: &dyn ObjectSource,
+    mode: Mode,
+    tree: &ObjectId,
+    limits: &Limits,
+) -> Result<State, Violation> {
+    let files: Files = read_tree(src, tree, limits.tree)?;
+    Ok(State::from_files(mode, files))
+}
+
+/// Merge base of `a` and `b`: the common ancestor with the highest generation, ties broken
+/// by the smallest commit id (deterministic on every peer).
+fn merge_base(
+    ctx: &mut rules::Ctx<'_>,
+    a: &CommitId,
+    b: &CommitId,
+) -> Result<Option<CommitId>, Violation> {
+    let mut flags: HashMap<CommitId, u8> = HashMap::new();
+    let mut heap: BinaryHeap<(u64, std::cmp::Reverse<CommitId>)> = BinaryHeap::new();
+    for (id, f) in [(a, 1u8), (b, 2u8)] {
+        *flags.entry(*id).or_default() |= f;
+        heap.push((ctx.generation(id)?, std::cmp::Reverse(*id)));
+    }
+    let mut best: Option<(u64, CommitId)> = None;
+    let mut popped = BTreeSet::new();
+    while let Some((gen, std::cmp::Reverse(id))) = heap.pop() {
+        if !popped.insert(id) {
+            continue;
+        }
+        if let Some((bg, _)) = best {
+            if gen < bg {
+                break;
+            }
+        }
+        let f = flags.get(&id).copied().unwrap_or(0);
+        if f == 3 {
+            match best {
+                Some((bg, bid)) if bg == gen && bid < id => {}
+                _ => best = Some((gen, id)),
+            }
+            continue;
+        }
+        let parents = ctx.load(&id)?.parents.clone();
+        for p in parents {
+            *flags.entry(p).or_default() |= f;
+            heap.push((ctx.generation(&p)?, std::cmp::Reverse(p)));
+        }
+    }
+    Ok(best.map(|(_, id)| id))
+}

@@ -1,0 +1,1045 @@
+//! The rules, one function each. Every check reads the parent's state and the commit's
+//! changes; nothing reads a local checkout or the clock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use gix_hash::ObjectId;
+
+use super::state::{MemberRole, Parsed, State};
+use super::{full_state, merge_base, mode_of, CommitLookup, Engine, Violation};
+use crate::body::{self, Body, MemberAction, Mode, VoteAction};
+use crate::commit::{Commit, SignatureError};
+use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
+use crate::identity::{verify_device, AccountCert, ChainError, Crl, DeviceCert};
+use crate::layout::{self, Kind, Path, VoteDir};
+use crate::merge::merge_files;
+use crate::object::{apply, diff_trees, Delta, Files, Kind as ObjKind, Object, ObjectSource};
+use crate::traits::CommitView;
+
+/// The id of the empty blob (invitations and votes are empty files).
+fn empty_blob() -> ObjectId {
+    Object::blob(Vec::new()).id()
+}
+
+/// Per-call validation context: caches commits and generations.
+pub(super) struct Ctx<'a> {
+    engine: &'a Engine,
+    conv: ConversationId,
+    src: &'a dyn ObjectSource,
+    mode: Option<Mode>,
+    commits: HashMap<CommitId, Arc<Commit>>,
+    generations: HashMap<CommitId, u64>,
+}
+
+/// Who signed a commit.
+struct Signer {
+    account: AccountUri,
+    device: DeviceId,
+    role: Option<MemberRole>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(engine: &'a Engine, conv: ConversationId, src: &'a dyn ObjectSource) -> Self {
+        Self {
+            engine,
+            conv,
+            src,
+            mode: None,
+            commits: HashMap::new(),
+            generations: HashMap::new(),
+        }
+    }
+
+    fn mode(&mut self) -> Result<Mode, Violation> {
+        if let Some(m) = self.mode {
+            return Ok(m);
+        }
+        let m = mode_of(self.src, &self.conv)?;
+        self.mode = Some(m);
+        Ok(m)
+    }
+
+    /// Loads and decodes a commit (size-limited).
+    pub(super) fn load(&mut self, id: &CommitId) -> Result<Arc<Commit>, Violation> {
+        if let Some(c) = self.commits.get(id) {
+            return Ok(c.clone());
+        }
+        let obj = self.src.expect(&id.object_id(), ObjKind::Commit)?;
+        if obj.data.len() > self.engine.limits.max_commit_bytes {
+            return Err(Violation::Limit(format!(
+                "commit of {} bytes (limit {})",
+                obj.data.len(),
+                self.engine.limits.max_commit_bytes
+            )));
+        }
+        let c = Arc::new(
+            Commit::parse(*id, &obj.data).map_err(|e| Violation::MalformedCommit(e.to_string()))?,
+        );
+        self.commits.insert(*id, c.clone());
+        Ok(c)
+    }
+
+    /// Generation number: 0 for the root, 1 + max(parents) otherwise.
+    pub(super) fn generation(&mut self, id: &CommitId) -> Result<u64, Violation> {
+        if let Some(g) = self.generations.get(id) {
+            return Ok(*g);
+        }
+        let mut stack = vec![*id];
+        while let Some(top) = stack.last().copied() {
+            if self.generations.contains_key(&top) {
+                stack.pop();
+                continue;
+            }
+            let c = self.load(&top)?;
+            let missing: Vec<CommitId> = c
+                .parents
+                .iter()
+                .filter(|p| !self.generations.contains_key(p))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                let g = c
+                    .parents
+                    .iter()
+                    .map(|p| self.generations[p] + 1)
+                    .max()
+                    .unwrap_or(0);
+                self.generations.insert(top, g);
+                stack.pop();
+            } else {
+                if stack.len() > self.engine.limits.max_commits + 1 {
+                    return Err(Violation::Limit("history too deep".into()));
+                }
+                stack.extend(missing);
+            }
+        }
+        Ok(self.generations[id])
+    }
+
+    fn blob(&self, path: &str, id: &ObjectId) -> Result<Vec<u8>, Violation> {
+        let obj = self.src.expect(id, ObjKind::Blob)?;
+        if obj.data.len() > self.engine.limits.max_blob_bytes {
+            return Err(Violation::Limit(format!(
+                "{path} is {} bytes (limit {})",
+                obj.data.len(),
+                self.engine.limits.max_blob_bytes
+            )));
+        }
+        Ok(obj.data)
+    }
+
+    fn parsed(&self, path: &str, id: &ObjectId) -> Result<Parsed, Violation> {
+        if let Some(p) = self
+            .engine
+            .parsed
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+        {
+            return Ok(p);
+        }
+        let data = self.blob(path, id)?;
+        let bad = |reason: String| Violation::MalformedCertificate {
+            path: path.to_owned(),
+            reason,
+        };
+        let pem = std::str::from_utf8(&data).map_err(|_| bad("not UTF-8".into()))?;
+        let parsed = match Path::parse(path) {
+            Some(Path::Admin(_)) | Some(Path::Member(_)) => Parsed::Account(Arc::new(
+                AccountCert::from_pem(pem).map_err(|e| bad(e.to_string()))?,
+            )),
+            Some(Path::Banned(Kind::Admins | Kind::Members, _)) => Parsed::Account(Arc::new(
+                AccountCert::from_pem(pem).map_err(|e| bad(e.to_string()))?,
+            )),
+            Some(Path::Device(_)) | Some(Path::Banned(Kind::Devices, _)) => Parsed::Device(
+                Arc::new(DeviceCert::from_pem(pem).map_err(|e| bad(e.to_string()))?),
+            ),
+            Some(Path::Crl(..)) => Parsed::Crl(Arc::new(
+                Crl::from_pem(pem).map_err(|e| bad(e.to_string()))?,
+            )),
+            _ => return Err(bad("not a certificate path".into())),
+        };
+        if let Ok(mut m) = self.engine.parsed.lock() {
+            m.insert(*id, parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    fn account_cert(&self, path: &str, id: &ObjectId) -> Result<Arc<AccountCert>, Violation> {
+        match self.parsed(path, id)? {
+            Parsed::Account(a) => Ok(a),
+            _ => Err(Violation::MalformedCertificate {
+                path: path.into(),
+                reason: "not an account certificate".into(),
+            }),
+        }
+    }
+
+    fn device_cert(&self, path: &str, id: &ObjectId) -> Result<Arc<DeviceCert>, Violation> {
+        match self.parsed(path, id)? {
+            Parsed::Device(d) => Ok(d),
+            _ => Err(Violation::MalformedCertificate {
+                path: path.into(),
+                reason: "not a device certificate".into(),
+            }),
+        }
+    }
+
+    fn crl(&self, path: &str, id: &ObjectId) -> Result<Arc<Crl>, Violation> {
+        match self.parsed(path, id)? {
+            Parsed::Crl(c) => Ok(c),
+            _ => Err(Violation::MalformedCertificate {
+                path: path.into(),
+                reason: "not a CRL".into(),
+            }),
+        }
+    }
+
+    /// The account owning a device certificate blob (its verified-at-commit issuer).
+    fn device_account(&self, path: &str, id: &ObjectId) -> Result<Option<AccountUri>, Violation> {
+        Ok(self.device_cert(path, id)?.claimed_account())
+    }
+
+    /// The state at a commit: from the branch's states, or read whole for a stored commit.
+    pub(super) fn state_of(
+        &mut self,
+        id: &CommitId,
+        states: &mut HashMap<CommitId, Arc<State>>,
+    ) -> Result<Arc<State>, Violation> {
+        if let Some(s) = states.get(id) {
+            return Ok(s.clone());
+        }
+        let mode = self.mode()?;
+        let c = self.load(id)?;
+        let s = Arc::new(full_state(self.src, mode, &c.tree, &self.engine.limits)?);
+        states.insert(*id, s.clone());
+        Ok(s)
+    }
+
+    /// Checks one commit whose parents are validated; returns its state.
+    pub(super) fn check(
+        &mut self,
+        c: &Commit,
+        states: &mut HashMap<CommitId, Arc<State>>,
+    ) -> Result<Arc<State>, Violation> {
+        match c.parents.len() {
+            0 => self.check_initial(c),
+            1 => {
+                let parent = self.state_of(&c.parents[0], states)?;
+                let ptree = self.load(&c.parents[0])?.tree;
+                let deltas = diff_trees(self.src, &ptree, &c.tree, self.engine.limits.tree)?;
+                self.check_limits(&deltas)?;
+                let new_files = if deltas.is_empty() {
+                    None
+                } else {
+                    Some(apply(&parent.files, &deltas))
+                };
+                let files = new_files.as_ref().unwrap_or(&parent.files);
+                self.check_ordinary(c, &parent, &deltas, files)?;
+                Ok(match new_files {
+                    None => parent,
+                    Some(f) => Arc::new(State::from_files(parent.mode, f)),
+                })
+            }
+            2 => self.check_merge(c, states),
+            n => Err(Violation::TooManyParents(n)),
+        }
+    }
+
+    fn check_limits(&self, deltas: &[Delta]) -> Result<(), Violation> {
+        if deltas.len() > self.engine.limits.max_changed_paths {
+            return Err(Violation::Limit(format!(
+                "{} changed paths (limit {})",
+                deltas.len(),
+                self.engine.limits.max_changed_paths
+            )));
+        }
+        for d in deltas {
+            if Path::parse(&d.path).is_none() {
+                return Err(Violation::LayoutPath(d.path.clone()));
+            }
+            if let Some(new) = &d.new {
+                self.blob(&d.path, new)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rule `signature` + device rules: the signing device is authorized and its signature
+    /// verifies. The device certificate is the parent's, or one this commit adds; the
+    /// account certificate is the parent's admin/member one, or (join) the one it adds.
+    fn authorize(
+        &self,
+        c: &Commit,
+        parent: &State,
+        files: &Files,
+        joining: bool,
+    ) -> Result<Signer, Violation> {
+        let dev = c.device;
+        let dpath = layout::device_cert(&dev);
+        let dblob = parent
+            .devices
+            .get(&dev)
+            .or_else(|| files.get(&dpath))
+            .ok_or(Violation::UnknownDevice(dev))?;
+        let dcert = self.device_cert(&dpath, dblob)?;
+        if dcert.id() != dev {
+            return Err(Violation::MalformedCertificate {
+                path: dpath,
+                reason: format!("holds the certificate of device {}", dcert.id()),
+            });
+        }
+        if parent.is_banned_device(&dev) {
+            return Err(Violation::DeviceBanned(dev));
+        }
+        let account = dcert
+            .claimed_account()
+            .ok_or_else(|| Violation::DeviceNotFromMember {
+                device: dev,
+                account: "(none)".into(),
+            })?;
+        if parent.is_banned_account(&account) {
+            return Err(Violation::AccountBanned(account));
+        }
+        let apath_admin = layout::admin_cert(&account);
+        let apath_member = layout::member_cert(&account);
+        let (apath, ablob) = if let Some(b) = parent.files.get(&apath_admin) {
+            (apath_admin, b)
+        } else if let Some(b) = parent.files.get(&apath_member) {
+            (apath_member, b)
+        } else if let (true, Some(b)) = (joining, files.get(&apath_member)) {
+            (apath_member, b)
+        } else {
+            return Err(Violation::DeviceNotFromMember {
+                device: dev,
+                account: account.to_string(),
+            });
+        };
+        let acert = self.account_cert(&apath, ablob)?;
+        if acert.uri() != account {
+            return Err(Violation::MalformedCertificate {
+                path: apath,
+                reason: format!("holds the certificate of {}", acert.uri()),
+            });
+        }
+        // The account's CRLs: those at the parent and those this commit adds.
+        let mut crls = Vec::new();
+        let prefix = format!("CRLs/{account}/");
+        for (path, blob) in files.range(prefix.clone()..) {
+            if !path.starts_with(&prefix) {
+                break;
+            }
+            crls.push(Crl::clone(&*self.crl(path, blob)?));
+        }
+        verify_device(&acert, &dcert, &crls, None).map_err(|e| match e {
+            ChainError::Revoked(d) => Violation::DeviceRevoked(d),
+            ChainError::CrlNotFromAccount(_) => Violation::ForeignCrl(prefix.clone()),
+            e => Violation::DeviceChain(e),
+        })?;
+        c.verify_signature(dcert.public_key())
+            .map_err(|e| match e {
+                SignatureError::Unsigned(_) => Violation::Unsigned,
+                e => Violation::BadSignature(e.to_string()),
+            })?;
+        Ok(Signer {
+            account,
+            device: dev,
+            role: parent.role(&account),
+        })
+    }
+
+    /// Rule `initial-body` / `initial-files`.
+    fn check_initial(&mut self, c: &Commit) -> Result<Arc<State>, Violation> {
+        if c.id != self.conv.initial_commit() {
+            return Err(Violation::SecondRoot);
+        }
+        let body = match Body::parse(&c.message) {
+            Ok(Body::Initial(i)) => i,
+            Ok(b) => {
+                return Err(Violation::InitialBody(format!(
+                    "type is {:?}, not \"initial\"",
+                    b.kind()
+                )))
+            }
+            Err(e) => return Err(Violation::InitialBody(e.to_string())),
+        };
+        match (body.mode, body.invited) {
+            (Mode::OneToOne, None) => {
+                return Err(Violation::InitialBody(
+                    "a one-to-one conversation must name \"invited\"".into(),
+                ))
+            }
+            (Mode::OneToOne, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(Violation::InitialBody(
+                    "only one-to-one conversations name \"invited\"".into(),
+                ))
+            }
+        }
+        self.mode = Some(body.mode);
+        let files = crate::object::read_tree(self.src, &c.tree, self.engine.limits.tree)?;
+        let deltas: Vec<Delta> = files
+            .iter()
+            .map(|(p, id)| Delta {
+                path: p.clone(),
+                old: None,
+                new: Some(*id),
+            })
+            .collect();
+        self.check_limits(&deltas)?;
+        // Find the admin: the account of the signing device.
+        let dpath = layout::device_cert(&c.device);
+        let dblob = files
+            .get(&dpath)
+            .ok_or(Violation::UnknownDevice(c.device))?;
+        let admin = self.device_account(&dpath, dblob)?.ok_or_else(|| {
+            Violation::InitialFiles("the device certificate names no account".into())
+        })?;
+        let mut expected: BTreeSet<String> = [layout::admin_cert(&admin), dpath.clone()].into();
+        if let Some(inv) = body.invited {
+            expected.insert(layout::invited(&inv));
+        }
+        for (path, blob) in &files {
+            match Path::parse(path) {
+                Some(Path::Crl(u, _)) if u == admin => {
+                    self.crl(path, blob)?;
+                }
+                Some(Path::Invited(_)) if expected.contains(path) => {
+                    if *blob != empty_blob() {
+                        return Err(Violation::InitialFiles(format!("{path} must be empty")));
+                    }
+                }
+                _ if expected.contains(path) => {}
+                _ => return Err(Violation::InitialFiles(format!("unexpected file {path}"))),
+            }
+        }
+        for p in &expected {
+            if !files.contains_key(p) {
+                return Err(Violation::InitialFiles(format!("missing {p}")));
+            }
+        }
+        // Authorization against the commit's own tree (there is no parent).
+        let own = State::from_files(body.mode, files.clone());
+        self.authorize(c, &own, &files, false)?;
+        Ok(Arc::new(own))
+    }
+
+    /// Rule `merge-tree`: the tree is the deterministic merge; the signer is authorized in it.
+    fn check_merge(
+        &mut self,
+        c: &Commit,
+        states: &mut HashMap<CommitId, Arc<State>>,
+    ) -> Result<Arc<State>, Violation> {
+        let (p1, p2) = (c.parents[0], c.parents[1]);
+        let s1 = self.state_of(&p1, states)?;
+        let s2 = self.state_of(&p2, states)?;
+        let base = match merge_base(self, &p1, &p2)? {
+            Some(b) => self.state_of(&b, states)?.files.clone(),
+            None => Files::new(),
+        };
+        let merged = merge_files(&base, &s1.files, &p1, &s2.files, &p2);
+        let tree = crate::object::build_tree(&merged).0;
+        if tree != c.tree {
+            return Err(Violation::MergeTree {
+                expected: tree.to_string(),
+                found: c.tree.to_string(),
+            });
+        }
+        let state = State::from_files(s1.mode, merged);
+        self.authorize(c, &state, &state.files, false)?;
+        Ok(Arc::new(state))
+    }
+
+    fn check_ordinary(
+        &mut self,
+        c: &Commit,
+        parent: &State,
+        deltas: &[Delta],
+        files: &Files,
+    ) -> Result<(), Violation> {
+        let body = Body::parse(&c.message).map_err(|e| Violation::MalformedBody(e.to_string()))?;
+        let joining = matches!(&body, Body::Member(m) if m.action == MemberAction::Join);
+        let signer = self.authorize(c, parent, files, joining)?;
+        // The author's own credentials may be added by any commit.
+        let mut rest: Vec<&Delta> = Vec::new();
+        for d in deltas {
+            if self.is_own_credential(d, &signer)? {
+                continue;
+            }
+            rest.push(d);
+        }
+        match &body {
+            Body::Initial(_) => Err(Violation::InitialBody(
+                "an \"initial\" body on a commit with a parent".into(),
+            )),
+            Body::Text(t) => {
+                if t.reply_to.is_some() && t.react_to.is_some() {
+                    return Err(Violation::TextShape(
+                        "both \"reply-to\" and \"react-to\"".into(),
+                    ));
+                }
+                no_files(&body, &rest)
+            }
+            Body::Edit(e) => {
+                self.check_edit(c, &signer, e)?;
+                no_files(&body, &rest)
+            }
+            Body::DataTransfer(d) => {
+                check_data_transfer(d)?;
+                no_files(&body, &rest)
+            }
+            Body::CallHistory(h) => {
+                check_call_history(h)?;
+                no_files(&body, &rest)
+            }
+            Body::Vote(v) => self.check_vote(parent, &signer, v, &rest),
+            Body::Member(m) => match m.action {
+                MemberAction::Add => self.check_add(parent, &signer, m, &rest),
+                MemberAction::Join => self.check_join(parent, &signer, m, &rest),
+                MemberAction::Remove => self.check_remove(parent, &signer, m, &rest),
+                MemberAction::Ban => self.check_ban(parent, &signer, m.uri, VoteDir::Ban, &rest),
+                MemberAction::Unban => {
+                    self.check_ban(parent, &signer, m.uri, VoteDir::Unban, &rest)
+                }
+            },
+            Body::UpdateProfile(_) => self.check_profile(&signer, &rest),
+            Body::Other { kind, .. } => {
+                let Some(t) = self.engine.types.get(kind).cloned() else {
+                    return Err(Violation::UnknownType(kind.clone()));
+                };
+                let changes: Vec<Delta> = rest.iter().map(|d| (*d).clone()).collect();
+                let view = CommitView {
+                    conversation: self.conv,
+                    mode: parent.mode,
+                    commit: c,
+                    body: &body,
+                    signer: signer.account,
+                    device: signer.device,
+                    role: signer.role,
+                    changes: &changes,
+                    parent,
+                    lookup: self,
+                };
+                t.validate(&view)?;
+                no_files(&body, &rest)
+            }
+        }
+    }
+
+    /// `devices/<own>.crt` or `CRLs/<own account>/*.crl` newly added, and well-formed.
+    fn is_own_credential(&self, d: &Delta, signer: &Signer) -> Result<bool, Violation> {
+        let (None, Some(new)) = (d.old, d.new) else {
+            return Ok(false);
+        };
+        match Path::parse(&d.path) {
+            Some(Path::Device(dev)) if dev == signer.device => {
+                self.device_cert(&d.path, &new)?;
+                Ok(true)
+            }
+            Some(Path::Crl(u, _)) if u == signer.account => {
+                self.crl(&d.path, &new)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Rule `edit-target`: only the author edits, only an earlier text message.
+    fn check_edit(&mut self, c: &Commit, signer: &Signer, e: &body::Edit) -> Result<(), Violation> {
+        let target = e.edit;
+        if self.load(&target).is_err() {
+            return Err(Violation::EditTarget(format!(
+                "{target} is not in this conversation"
+            )));
+        }
+        if !self.is_ancestor(&target, &c.parents[0]) {
+            return Err(Violation::EditTarget(format!(
+                "{target} is not an earlier commit"
+            )));
+        }
+        match self.author(&target) {
+            Some(a) if a == signer.account => {}
+            _ => {
+                return Err(Violation::EditTarget(format!(
+                    "{target} was not written by {}",
+                    signer.account
+                )))
+            }
+        }
+        let tc = self.load(&target)?;
+        match Body::parse(&tc.message) {
+            Ok(Body::Text(_)) | Ok(Body::Edit(_)) => Ok(()),
+            _ => Err(Violation::EditTarget(format!(
+                "{target} is not a text message"
+            ))),
+        }
+    }
+
+    /// Where an account target sits at the parent, as a ban/vote kind.
+    fn target_kind(parent: &State, t: &Target) -> Option<Kind> {
+        match t {
+            Target::Account(a) => match parent.role(a)? {
+                MemberRole::Admin => Some(Kind::Admins),
+                MemberRole::Member => Some(Kind::Members),
+                MemberRole::Invited => Some(Kind::Invited),
+                MemberRole::Banned => None,
+            },
+            Target::Device(d) => parent.devices.contains_key(d).then_some(Kind::Devices),
+        }
+    }
+
+    fn banned_kind(parent: &State, t: &Target) -> Option<Kind> {
+        let s = t.to_string();
+        [Kind::Admins, Kind::Members, Kind::Invited, Kind::Devices]
+            .into_iter()
+            .find(|k| parent.banned.contains_key(&(*k, s.clone())))
+    }
+
+    /// Rules `vote-by-admin`, `vote-target`, `vote-files`.
+    fn check_vote(
+        &self,
+        parent: &State,
+        signer: &Signer,
+        v: &body::Vote,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        if signer.role != Some(MemberRole::Admin) {
+            return Err(Violation::VoteByNonAdmin(signer.account));
+        }
+        let action = match v.action {
+            VoteAction::Ban => VoteDir::Ban,
+            VoteAction::Unban => VoteDir::Unban,
+        };
+        let kind = match action {
+            VoteDir::Ban => Self::target_kind(parent, &v.uri),
+            VoteDir::Unban => Self::banned_kind(parent, &v.uri),
+        }
+        .ok_or_else(|| {
+            Violation::VoteTarget(format!(
+                "{} is not {} in this conversation",
+                v.uri,
+                if action == VoteDir::Ban {
+                    "present"
+                } else {
+                    "banned"
+                }
+            ))
+        })?;
+        let path = layout::vote(action, kind, &v.uri.to_string(), &signer.account);
+        match rest {
+            [d] if d.path == path && d.old.is_none() && d.new == Some(empty_blob()) => Ok(()),
+            _ => Err(Violation::VoteFiles(format!(
+                "expected exactly the empty file {path} to be added, got {:?}",
+                paths(rest)
+            ))),
+        }
+    }
+
+    /// Rules `add-mode`, `add-target`, `add-files`.
+    fn check_add(
+        &self,
+        parent: &State,
+        signer: &Signer,
+        m: &body::Member,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        let who = match signer.role {
+            Some(MemberRole::Admin) => "an admin",
+            Some(MemberRole::Member) => "a member",
+            _ => "a non-member",
+        };
+        let allowed = match parent.mode {
+            Mode::OneToOne => false,
+            Mode::AdminInvitesOnly => signer.role == Some(MemberRole::Admin),
+            Mode::InvitesOnly | Mode::Public => {
+                matches!(signer.role, Some(MemberRole::Admin | MemberRole::Member))
+            }
+        };
+        if !allowed {
+            return Err(Violation::AddNotAllowed {
+                mode: parent.mode.name(),
+                who: who.into(),
+            });
+        }
+        let Target::Account(uri) = m.uri else {
+            return Err(Violation::AddTarget(format!(
+                "{} is a device, not an account",
+                m.uri
+            )));
+        };
+        if parent.role(&uri).is_some() {
+            return Err(Violation::AddTarget(uri.to_string()));
+        }
+        let path = layout::invited(&uri);
+        match rest {
+            [d] if d.path == path && d.old.is_none() && d.new == Some(empty_blob()) => Ok(()),
+            _ => Err(Violation::AddFiles(format!(
+                "expected exactly the empty file {path} to be added, got {:?}",
+                paths(rest)
+            ))),
+        }
+    }
+
+    /// Rules `join-signer`, `join-invited`, `join-files`.
+    fn check_join(
+        &self,
+        parent: &State,
+        signer: &Signer,
+        m: &body::Member,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        if m.uri != Target::Account(signer.account) {
+            return Err(Violation::JoinSigner);
+        }
+        let uri = signer.account;
+        match parent.role(&uri) {
+            Some(MemberRole::Admin | MemberRole::Member) => {
+                return Err(Violation::JoinFiles(format!("{uri} is already a member")))
+            }
+            Some(MemberRole::Invited) => {}
+            _ if parent.mode == Mode::Public => {}
+            _ => return Err(Violation::JoinNotInvited(uri)),
+        }
+        let mpath = layout::member_cert(&uri);
+        let ipath = layout::invited(&uri);
+        let mut saw_member = false;
+        let mut saw_invite = !parent.invited.contains(&uri);
+        for d in rest {
+            if d.path == mpath && d.old.is_none() {
+                if let Some(new) = &d.new {
+                    let cert = self.account_cert(&d.path, new)?;
+                    if cert.uri() != uri {
+                        return Err(Violation::JoinFiles(format!(
+                            "{mpath} is the certificate of {}",
+                            cert.uri()
+                        )));
+                    }
+                    saw_member = true;
+                    continue;
+                }
+            }
+            if d.path == ipath && d.new.is_none() && !saw_invite {
+                saw_invite = true;
+                continue;
+            }
+            return Err(Violation::JoinFiles(format!(
+                "unexpected change of {}",
+                d.path
+            )));
+        }
+        if !saw_member {
+            return Err(Violation::JoinFiles(format!("{mpath} must be added")));
+        }
+        if !saw_invite {
+            return Err(Violation::JoinFiles(format!("{ipath} must be removed")));
+        }
+        Ok(())
+    }
+
+    /// Rules `remove-self`, `remove-files`: a member leaving removes only its own files.
+    fn check_remove(
+        &self,
+        parent: &State,
+        signer: &Signer,
+        m: &body::Member,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        if m.uri != Target::Account(signer.account) {
+            return Err(Violation::RemoveNotSelf);
+        }
+        let uri = signer.account;
+        let mut removed_role = false;
+        for d in rest {
+            if d.new.is_some() {
+                return Err(Violation::RemoveFiles(format!(
+                    "{} is added or changed",
+                    d.path
+                )));
+            }
+            let own = match Path::parse(&d.path) {
+                Some(Path::Admin(u)) | Some(Path::Member(u)) if u == uri => {
+                    removed_role = true;
+                    true
+                }
+                Some(Path::Crl(u, _)) => u == uri,
+                Some(Path::Device(dev)) => match parent.devices.get(&dev) {
+                    Some(blob) => self.device_account(&d.path, blob)? == Some(uri),
+                    None => false,
+                },
+                _ => false,
+            };
+            if !own {
+                return Err(Violation::RemoveFiles(format!(
+                    "{} is not {uri}'s own file",
+                    d.path
+                )));
+            }
+        }
+        if !removed_role {
+            return Err(Violation::RemoveFiles(format!(
+                "{uri}'s certificate must be removed"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rules `ban-by-admin`, `ban-target`, `ban-majority`, `ban-files`.
+    fn check_ban(
+        &self,
+        parent: &State,
+        signer: &Signer,
+        target: Target,
+        action: VoteDir,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        if signer.role != Some(MemberRole::Admin) {
+            return Err(Violation::BanByNonAdmin(signer.account));
+        }
+        let kind = match action {
+            VoteDir::Ban => Self::target_kind(parent, &target),
+            VoteDir::Unban => Self::banned_kind(parent, &target),
+        }
+        .ok_or_else(|| {
+            Violation::BanTarget(format!("{target} cannot be {}ned here", action.dir()))
+        })?;
+        let t = target.to_string();
+        let votes = parent.admin_votes(action, kind, &t);
+        let admins = parent.admin_count();
+        if 2 * votes <= admins {
+            return Err(Violation::VoteNotPassed { votes, admins });
+        }
+        // The exact set of moves the ban/unban must make.
+        let mut expected: BTreeSet<(String, Option<ObjectId>, Option<ObjectId>)> = BTreeSet::new();
+        let live_path = |k: Kind, t: &str| match k {
+            Kind::Admins => format!("admins/{t}.crt"),
+            Kind::Members => format!("members/{t}.crt"),
+            Kind::Invited => format!("invited/{t}"),
+            Kind::Devices => format!("devices/{t}.crt"),
+        };
+        let mut moves: Vec<(Kind, String)> = vec![(kind, t.clone())];
+        if let Target::Account(a) = target {
+            // The account's devices move with it.
+            let devices: Vec<(String, ObjectId)> = match action {
+                VoteDir::Ban => parent
+                    .devices
+                    .iter()
+                    .map(|(d, b)| (d.to_string(), *b))
+                    .collect(),
+                VoteDir::Unban => parent
+                    .banned
+                    .iter()
+                    .filter(|((k, _), _)| *k == Kind::Devices)
+                    .map(|((_, d), b)| (d.clone(), *b))
+                    .collect(),
+            };
+            for (d, blob) in devices {
+                let path = match action {
+                    VoteDir::Ban => live_path(Kind::Devices, &d),
+                    VoteDir::Unban => layout::banned(Kind::Devices, &d),
+                };
+                if self.device_account(&path, &blob)? == Some(a) {
+                    moves.push((Kind::Devices, d));
+                }
+            }
+        }
+        for (k, id) in moves {
+            let (from, to) = match action {
+                VoteDir::Ban => (live_path(k, &id), layout::banned(k, &id)),
+                VoteDir::Unban => (layout::banned(k, &id), live_path(k, &id)),
+            };
+            let blob = parent
+                .files
+                .get(&from)
+                .copied()
+                .ok_or_else(|| Violation::BanTarget(format!("{from} is missing")))?;
+            expected.insert((from, Some(blob), None));
+            expected.insert((to, None, Some(blob)));
+        }
+        if let Some(voters) = parent.votes.get(&(action, kind, t.clone())) {
+            for v in voters {
+                let p = layout::vote(action, kind, &t, v);
+                let blob = parent.files.get(&p).copied();
+                expected.insert((p, blob, None));
+            }
+        }
+        let got: BTreeSet<(String, Option<ObjectId>, Option<ObjectId>)> = rest
+            .iter()
+            .map(|d| (d.path.clone(), d.old, d.new))
+            .collect();
+        if got != expected {
+            let missing: Vec<&String> = expected.difference(&got).map(|x| &x.0).collect();
+            let extra: Vec<&String> = got.difference(&expected).map(|x| &x.0).collect();
+            return Err(Violation::BanFiles(format!(
+                "missing changes {missing:?}, unexpected changes {extra:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rules `profile-by-admin`, `profile-files`, `profile-vcard`.
+    fn check_profile(&self, signer: &Signer, rest: &[&Delta]) -> Result<(), Violation> {
+        if signer.role != Some(MemberRole::Admin) {
+            return Err(Violation::ProfileByNonAdmin(signer.account));
+        }
+        let [d] = rest else {
+            return Err(Violation::ProfileFiles(format!(
+                "changed {:?}",
+                paths(rest)
+            )));
+        };
+        let (layout::PROFILE, Some(new)) = (d.path.as_str(), d.new) else {
+            return Err(Violation::ProfileFiles(format!("changed {}", d.path)));
+        };
+        let data = self.blob(&d.path, &new)?;
+        check_vcard(&data)
+    }
+}
+
+fn paths(rest: &[&Delta]) -> Vec<String> {
+    rest.iter().map(|d| d.path.clone()).collect()
+}
+
+/// Rule `no-unexpected-files`.
+fn no_files(body: &Body, rest: &[&Delta]) -> Result<(), Violation> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(Violation::UnexpectedFiles {
+            kind: body.kind().to_owned(),
+            paths: paths(rest),
+        })
+    }
+}
+
+/// A minimal vCard check: UTF-8, `BEGIN:VCARD` first, `END:VCARD` last, `VERSION` present,
+/// every content line `NAME[;params]:value`.
+pub fn check_vcard(data: &[u8]) -> Result<(), Violation> {
+    let text =
+        std::str::from_utf8(data).map_err(|_| Violation::ProfileVcard("not UTF-8".into()))?;
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.first().map(|l| l.eq_ignore_ascii_case("BEGIN:VCARD")) != Some(true) {
+        return Err(Violation::ProfileVcard(
+            "does not start with BEGIN:VCARD".into(),
+        ));
+    }
+    if lines.last().map(|l| l.eq_ignore_ascii_case("END:VCARD")) != Some(true) {
+        return Err(Violation::ProfileVcard(
+            "does not end with END:VCARD".into(),
+        ));
+    }
+    let mut version = false;
+    for l in &lines[1..lines.len() - 1] {
+        if l.starts_with(' ') || l.starts_with('\t') {
+            continue; // folded continuation
+        }
+        let Some((name, _)) = l.split_once(':') else {
+            return Err(Violation::ProfileVcard(format!(
+                "line without ':' ({l:.40})"
+            )));
+        };
+        let prop = name.split(';').next().unwrap_or_default();
+        if prop.is_empty()
+            || !prop
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(Violation::ProfileVcard(format!(
+                "bad property name {prop:?}"
+            )));
+        }
+        if prop.eq_ignore_ascii_case("VERSION") {
+            version = true;
+        }
+    }
+    if !version {
+        return Err(Violation::ProfileVcard("no VERSION".into()));
+    }
+    Ok(())
+}
+
+fn is_decimal(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Rule `data-transfer-fields`.
+fn check_data_transfer(d: &body::DataTransfer) -> Result<(), Violation> {
+    let bad = |m: &str| Err(Violation::DataTransferFields(m.into()));
+    if d.tid.is_empty() || d.tid.len() > 64 {
+        return bad("\"tid\" must be 1-64 characters");
+    }
+    if d.display_name.is_empty()
+        || d.display_name.contains(['/', '\\', '\0'])
+        || d.display_name.len() > 255
+    {
+        return bad("\"displayName\" must be a file name (1-255 bytes, no path separators)");
+    }
+    if !is_decimal(&d.total_size) {
+        return bad("\"totalSize\" must be a decimal number");
+    }
+    if d.sha3sum.len() != 128 || !d.sha3sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return bad("\"sha3sum\" must be 128 hex characters (SHA3-512)");
+    }
+    Ok(())
+}
+
+/// Rule `call-history-shape`: `to` + `duration`, or `uri` + `device` + `confId` [+ `duration`].
+fn check_call_history(h: &body::CallHistory) -> Result<(), Violation> {
+    if let Some(d) = &h.duration {
+        if !is_decimal(d) {
+            return Err(Violation::CallHistoryShape(
+                "\"duration\" must be a decimal number".into(),
+            ));
+        }
+    }
+    let one_to_one =
+        h.to.is_some() && h.duration.is_some() && h.uri.is_none() && h.conf_id.is_none();
+    let conference = h.to.is_none() && h.uri.is_some() && h.device.is_some() && h.conf_id.is_some();
+    if one_to_one || conference {
+        Ok(())
+    } else {
+        Err(Violation::CallHistoryShape(
+            "expected \"to\"+\"duration\", or \"uri\"+\"device\"+\"confId\" [+\"duration\"]".into(),
+        ))
+    }
+}
+
+impl CommitLookup for Ctx<'_> {
+    fn commit(&self, id: &CommitId) -> Option<Arc<Commit>> {
+        if let Some(c) = self.commits.get(id) {
+            return Some(c.clone());
+        }
+        let obj = self.src.expect(&id.object_id(), ObjKind::Commit).ok()?;
+        Commit::parse(*id, &obj.data).ok().map(Arc::new)
+    }
+
+    fn author(&self, id: &CommitId) -> Option<AccountUri> {
+        let c = self.commit(id)?;
+        let files = crate::object::read_tree(self.src, &c.tree, self.engine.limits.tree).ok()?;
+        let path = layout::device_cert(&c.device);
+        let blob = files.get(&path)?;
+        self.device_account(&path, blob).ok().flatten()
+    }
+
+    fn is_ancestor(&self, ancestor: &CommitId, of: &CommitId) -> bool {
+        // Breadth-first walk back from `of`; bounded by the history size.
+        let mut seen = BTreeSet::from([*of]);
+        let mut queue = std::collections::VecDeque::from([*of]);
+        while let Some(id) = queue.pop_front() {
+            if id == *ancestor {
+                return true;
+            }
+            let Some(c) = self.commit(&id) else { continue };
+            for p in &c.parents {
+                if seen.insert(*p) {
+                    queue.push_back(*p);
+                }
+            }
+        }
+        false
+    }
+}

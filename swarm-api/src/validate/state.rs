@@ -1,0 +1,159 @@
+//! Membership state: who is admin, member, invited, banned; which devices are authorized;
+//! which votes are open; the mode. A pure function of a commit's tree (and the mode fixed by
+//! the initial commit), so it is the same on every peer.
+//!
+//! States are shared (`Arc`) between a commit and its parent when the commit changes no
+//! file, which is the common case (messages): validating a long history does not copy or
+//! re-walk anything per message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gix_hash::ObjectId;
+
+use crate::body::Mode;
+use crate::id::{AccountUri, DeviceId};
+use crate::identity::{AccountCert, Crl, DeviceCert};
+use crate::layout::{Kind, Path, VoteDir};
+use crate::object::Files;
+
+/// The role of an account at a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    /// `admins/<uri>.crt`
+    Admin,
+    /// `members/<uri>.crt`
+    Member,
+    /// `invited/<uri>`
+    Invited,
+    /// `banned/{admins,members,invited}/<uri>`
+    Banned,
+}
+
+/// Parsed certificates and CRLs, shared by every state that holds the same blob.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    /// An account certificate.
+    Account(Arc<AccountCert>),
+    /// A device certificate.
+    Device(Arc<DeviceCert>),
+    /// A CRL.
+    Crl(Arc<Crl>),
+}
+
+/// The membership state at one commit.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The conversation mode.
+    pub mode: Mode,
+    /// Every file of the tree (path → blob id).
+    pub files: Files,
+    /// Accounts in `admins/`.
+    pub admins: BTreeSet<AccountUri>,
+    /// Accounts in `members/`.
+    pub members: BTreeSet<AccountUri>,
+    /// Accounts in `invited/`.
+    pub invited: BTreeSet<AccountUri>,
+    /// Everything under `banned/`: (kind, target) → blob.
+    pub banned: BTreeMap<(Kind, String), ObjectId>,
+    /// Devices in `devices/` → their blob.
+    pub devices: BTreeMap<DeviceId, ObjectId>,
+    /// CRL blobs per account.
+    pub crls: BTreeMap<AccountUri, Vec<ObjectId>>,
+    /// Open votes: (action, kind, target) → voters.
+    pub votes: BTreeMap<(VoteDir, Kind, String), BTreeSet<AccountUri>>,
+}
+
+impl State {
+    /// Derives the state from a tree's files. Paths outside the layout are ignored here
+    /// (validation refuses commits that add them).
+    pub fn from_files(mode: Mode, files: Files) -> Self {
+        let mut s = State {
+            mode,
+            files: Files::new(),
+            admins: BTreeSet::new(),
+            members: BTreeSet::new(),
+            invited: BTreeSet::new(),
+            banned: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            crls: BTreeMap::new(),
+            votes: BTreeMap::new(),
+        };
+        for (path, blob) in &files {
+            match Path::parse(path) {
+                Some(Path::Admin(u)) => {
+                    s.admins.insert(u);
+                }
+                Some(Path::Member(u)) => {
+                    s.members.insert(u);
+                }
+                Some(Path::Invited(u)) => {
+                    s.invited.insert(u);
+                }
+                Some(Path::Device(d)) => {
+                    s.devices.insert(d, *blob);
+                }
+                Some(Path::Crl(u, _)) => s.crls.entry(u).or_default().push(*blob),
+                Some(Path::Banned(k, t)) => {
+                    s.banned.insert((k, t), *blob);
+                }
+                Some(Path::Vote {
+                    action,
+                    kind,
+                    target,
+                    voter,
+                }) => {
+                    s.votes
+                        .entry((action, kind, target))
+                        .or_default()
+                        .insert(voter);
+                }
+                Some(Path::Profile) | None => {}
+            }
+        }
+        s.files = files;
+        s
+    }
+
+    /// The role of `uri` (admin wins over member if both files exist).
+    pub fn role(&self, uri: &AccountUri) -> Option<MemberRole> {
+        if self.admins.contains(uri) {
+            Some(MemberRole::Admin)
+        } else if self.members.contains(uri) {
+            Some(MemberRole::Member)
+        } else if self.invited.contains(uri) {
+            Some(MemberRole::Invited)
+        } else if self.is_banned_account(uri) {
+            Some(MemberRole::Banned)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `uri` is under `banned/`.
+    pub fn is_banned_account(&self, uri: &AccountUri) -> bool {
+        let t = uri.to_string();
+        [Kind::Admins, Kind::Members, Kind::Invited]
+            .iter()
+            .any(|k| self.banned.contains_key(&(*k, t.clone())))
+    }
+
+    /// Whether the device is under `banned/devices/`.
+    pub fn is_banned_device(&self, dev: &DeviceId) -> bool {
+        self.banned.contains_key(&(Kind::Devices, dev.to_string()))
+    }
+
+    /// Number of admins.
+    pub fn admin_count(&self) -> usize {
+        self.admins.len()
+    }
+
+    /// Voters for (action, kind, target) who are admins now.
+    pub fn admin_votes(&self, action: VoteDir, kind: Kind, target: &str) -> usize {
+        self.votes
+            .get(&(action, kind, target.to_owned()))
+            .map(|v| v.iter().filter(|u| self.admins.contains(u)).count())
+            .unwrap_or(0)
+    }
+}
