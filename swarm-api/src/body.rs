@@ -170,6 +170,8 @@ pub enum MemberAction {
     Ban,
     /// A passed unban vote is applied.
     Unban,
+    /// A passed promotion vote is applied: a member becomes an admin (swarm extension).
+    Promote,
 }
 
 /// `{"type":"member","uri":"<uri>","action":"add|join|remove|ban|unban"}`
@@ -192,6 +194,8 @@ pub enum VoteAction {
     Ban,
     /// Vote to unban.
     Unban,
+    /// Vote to promote a member to admin (swarm extension, see `VALIDATION.md`).
+    Promote,
 }
 
 /// `{"type":"vote","uri":"<uri>","action":"ban|unban"}`

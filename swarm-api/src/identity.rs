@@ -433,6 +433,14 @@ impl Device {
         Ok(Self { key, cert })
     }
 
+    /// Builds a device from an existing key and certificate (e.g. a forged one in tests).
+    pub fn from_parts(key: SigningKey, cert: DeviceCert) -> Result<Device, IdentityError> {
+        if cert.public_key != key.verifying_key() {
+            return Err(IdentityError::KeyMismatch("device"));
+        }
+        Ok(Device { key, cert })
+    }
+
     /// The private key as PKCS#8 PEM and the certificate as PEM.
     pub fn to_pem(&self) -> Result<(String, String), IdentityError> {
         Ok((key_to_pem(&self.key)?, self.cert.pem.clone()))
@@ -794,6 +802,35 @@ pub fn verify_device(
         device.check_time(now)?;
     }
     Ok(())
+}
+
+/// Forges a device certificate that names `claimed` as its issuer (same subject bytes) but is
+/// signed by `forger`: what an attacker without the account key can make. For tests of the
+/// chain rules only.
+#[cfg(feature = "testing")]
+pub fn forge_device_cert(
+    claimed: &AccountCert,
+    forger: &SigningKey,
+    device_key: &VerifyingKey,
+    now: OffsetDateTime,
+) -> Result<DeviceCert, IdentityError> {
+    let mut params = account_params(claimed.name(), &forger.verifying_key(), now);
+    params.distinguished_name =
+        account_params(claimed.name(), claimed.public_key(), now).distinguished_name;
+    let issuer = Issuer::new(params, RcgenKey::new(forger));
+    let id = device_id_of(device_key);
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, claimed.name());
+    dn.push(uid_type(), id.to_string());
+    p.distinguished_name = dn;
+    p.serial_number = Some(serial_from(id.as_bytes()));
+    p.not_before = now;
+    p.not_after = now + DEVICE_VALIDITY;
+    let cert = p
+        .signed_by(&PublicOnly(device_key.to_bytes()), &issuer)
+        .map_err(|e| IdentityError::Generate(e.to_string()))?;
+    DeviceCert::from_pem(&cert.pem())
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ pub const PROFILE: &str = "profile.vcf";
 pub fn admin_cert(uri: &AccountUri) -> String {
     format!("admins/{uri}.crt")
 }
+/// `admins/<t>.crt` for a target given as text.
+pub(crate) fn admin_cert_path(t: &str) -> String {
+    format!("admins/{t}.crt")
+}
 /// `members/<uri>.crt`
 pub fn member_cert(uri: &AccountUri) -> String {
     format!("members/{uri}.crt")
@@ -82,6 +86,18 @@ pub enum VoteDir {
     Ban,
     /// `unban`
     Unban,
+    /// `promote` (swarm extension: a member becomes an admin)
+    Promote,
+}
+
+impl From<crate::body::VoteAction> for VoteDir {
+    fn from(a: crate::body::VoteAction) -> Self {
+        match a {
+            crate::body::VoteAction::Ban => VoteDir::Ban,
+            crate::body::VoteAction::Unban => VoteDir::Unban,
+            crate::body::VoteAction::Promote => VoteDir::Promote,
+        }
+    }
 }
 
 impl VoteDir {
@@ -90,6 +106,7 @@ impl VoteDir {
         match self {
             VoteDir::Ban => "ban",
             VoteDir::Unban => "unban",
+            VoteDir::Promote => "promote",
         }
     }
 }
@@ -165,6 +182,7 @@ impl Path {
                 let action = match *a {
                     "ban" => VoteDir::Ban,
                     "unban" => VoteDir::Unban,
+                    "promote" => VoteDir::Promote,
                     _ => return None,
                 };
                 if !is_hex_id(t) {

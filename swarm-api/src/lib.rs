@@ -31,6 +31,7 @@ pub mod identity;
 pub mod layout;
 pub mod merge;
 pub mod object;
+pub mod ops;
 pub mod order;
 pub mod repo;
 pub mod storage;

@@ -13,7 +13,7 @@ use gix_hash::ObjectId;
 use crate::body::{Body, Initial, Mode};
 use crate::commit::{sign_commit, Commit, CommitParseError, SignError};
 use crate::id::{AccountUri, CommitId, ConversationId, DeviceId};
-use crate::identity::{AccountCert, Crl, Device, DeviceCert};
+use crate::identity::{verify_device, AccountCert, ChainError, Crl, Device, DeviceCert};
 use crate::layout;
 use crate::object::{
     build_tree, diff, read_tree, Change, Files, Kind, Object, ObjectError, ObjectSource, TreeLimits,
@@ -56,6 +56,9 @@ pub enum RepoError {
     /// Validation refused the commit(s); nothing was stored.
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// This device's certificate chain is not valid now (expired, revoked...).
+    #[error("this device cannot commit: {0}")]
+    Chain(ChainError),
     /// The received branch does not descend from the current head (merging is the sync
     /// layer's job); nothing was stored.
     #[error("commit {0} does not descend from the current head")]
@@ -224,6 +227,11 @@ impl<'a> Repo<'a> {
     pub fn files(&self, commit: &CommitId) -> Result<Files, RepoError> {
         let c = self.commit(commit)?;
         Ok(read_tree(&self.objects(), &c.tree, self.limits)?)
+    }
+
+    /// The content of a blob of this conversation.
+    pub fn blob(&self, id: &ObjectId) -> Result<Vec<u8>, RepoError> {
+        Ok(self.objects().expect(id, Kind::Blob)?.data)
     }
 
     /// The content of `path` at `commit`, or `None` if the file does not exist there.
@@ -424,6 +432,18 @@ impl<'a> Repo<'a> {
         changes: &[FileChange],
         time: i64,
     ) -> Result<CommitId, RepoError> {
+        // Certificate expiry is judged now, when this device commits (DESIGN §2), never
+        // against a commit's timestamp.
+        // An out-of-range time becomes the epoch, which every certificate postdates.
+        let now = time::OffsetDateTime::from_unix_timestamp(time)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        verify_device(
+            signer.account,
+            signer.device.cert(),
+            std::slice::from_ref(signer.crl),
+            Some(now),
+        )
+        .map_err(RepoError::Chain)?;
         let head = self.head()?;
         let draft = self.draft(signer, &[head], &body.to_message(), changes, true, time)?;
         self.receive(draft.objects, draft.id)?;

@@ -136,3 +136,94 @@ impl<S: Storage + ?Sized> ObjectSource for ConversationObjects<'_, S> {
         Ok(obj)
     }
 }
+
+/// A [`Storage`] in memory: the reference implementation of the contract, for tests,
+/// simulations and as a model for new backends. Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    inner: std::sync::RwLock<
+        std::collections::BTreeMap<
+            ConversationId,
+            (CommitId, std::collections::BTreeMap<ObjectId, Object>),
+        >,
+    >,
+}
+
+impl MemoryStorage {
+    /// An empty storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn poisoned() -> StorageError {
+    StorageError::backend("memory", "lock poisoned by a panicking writer")
+}
+
+impl Storage for MemoryStorage {
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn conversations(&self) -> Result<Vec<ConversationId>, StorageError> {
+        Ok(self
+            .inner
+            .read()
+            .map_err(|_| poisoned())?
+            .keys()
+            .copied()
+            .collect())
+    }
+
+    fn object(&self, conv: &ConversationId, id: &ObjectId) -> Result<Option<Object>, StorageError> {
+        let inner = self.inner.read().map_err(|_| poisoned())?;
+        let (_, objects) = inner
+            .get(conv)
+            .ok_or(StorageError::UnknownConversation(*conv))?;
+        Ok(objects.get(id).cloned())
+    }
+
+    fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError> {
+        Ok(self
+            .inner
+            .read()
+            .map_err(|_| poisoned())?
+            .get(conv)
+            .map(|(h, _)| *h))
+    }
+
+    fn write(
+        &self,
+        conv: &ConversationId,
+        objects: &[Object],
+        update: HeadUpdate,
+    ) -> Result<(), StorageError> {
+        let mut inner = self.inner.write().map_err(|_| poisoned())?;
+        let found = inner.get(conv).map(|(h, _)| *h);
+        match (update.expected, found) {
+            (None, Some(_)) => return Err(StorageError::AlreadyExists(*conv)),
+            (Some(e), f) if f != Some(e) => {
+                return Err(StorageError::HeadMoved {
+                    conversation: *conv,
+                    expected: Some(e),
+                    found: f,
+                })
+            }
+            _ => {}
+        }
+        let known = inner
+            .get(conv)
+            .is_some_and(|(_, o)| o.contains_key(&update.new.object_id()));
+        if !known && !objects.iter().any(|o| o.id() == update.new.object_id()) {
+            return Err(StorageError::DanglingHead(update.new));
+        }
+        let entry = inner
+            .entry(*conv)
+            .or_insert_with(|| (update.new, Default::default()));
+        for o in objects {
+            entry.1.insert(o.id(), o.clone());
+        }
+        entry.0 = update.new;
+        Ok(())
+    }
+}

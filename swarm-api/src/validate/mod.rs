@@ -9,7 +9,7 @@
 //! Each rule is a named check with its own [`Violation`] variant; `VALIDATION.md` in this
 //! crate lists them with their tests.
 
-mod rules;
+pub(crate) mod rules;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};

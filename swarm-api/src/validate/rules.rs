@@ -8,7 +8,7 @@ use gix_hash::ObjectId;
 
 use super::state::{MemberRole, Parsed, State};
 use super::{full_state, merge_base, mode_of, CommitLookup, Engine, Violation};
-use crate::body::{self, Body, MemberAction, Mode, VoteAction};
+use crate::body::{self, Body, MemberAction, Mode};
 use crate::commit::{Commit, SignatureError};
 use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
 use crate::identity::{verify_device, AccountCert, ChainError, Crl, DeviceCert};
@@ -502,6 +502,9 @@ impl<'a> Ctx<'a> {
                 MemberAction::Unban => {
                     self.check_ban(parent, &signer, m.uri, VoteDir::Unban, &rest)
                 }
+                MemberAction::Promote => {
+                    self.check_ban(parent, &signer, m.uri, VoteDir::Promote, &rest)
+                }
             },
             Body::UpdateProfile(_) => self.check_profile(&signer, &rest),
             Body::Other { kind, .. } => {
@@ -576,26 +579,6 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Where an account target sits at the parent, as a ban/vote kind.
-    fn target_kind(parent: &State, t: &Target) -> Option<Kind> {
-        match t {
-            Target::Account(a) => match parent.role(a)? {
-                MemberRole::Admin => Some(Kind::Admins),
-                MemberRole::Member => Some(Kind::Members),
-                MemberRole::Invited => Some(Kind::Invited),
-                MemberRole::Banned => None,
-            },
-            Target::Device(d) => parent.devices.contains_key(d).then_some(Kind::Devices),
-        }
-    }
-
-    fn banned_kind(parent: &State, t: &Target) -> Option<Kind> {
-        let s = t.to_string();
-        [Kind::Admins, Kind::Members, Kind::Invited, Kind::Devices]
-            .into_iter()
-            .find(|k| parent.banned.contains_key(&(*k, s.clone())))
-    }
-
     /// Rules `vote-by-admin`, `vote-target`, `vote-files`.
     fn check_vote(
         &self,
@@ -607,23 +590,12 @@ impl<'a> Ctx<'a> {
         if signer.role != Some(MemberRole::Admin) {
             return Err(Violation::VoteByNonAdmin(signer.account));
         }
-        let action = match v.action {
-            VoteAction::Ban => VoteDir::Ban,
-            VoteAction::Unban => VoteDir::Unban,
-        };
-        let kind = match action {
-            VoteDir::Ban => Self::target_kind(parent, &v.uri),
-            VoteDir::Unban => Self::banned_kind(parent, &v.uri),
-        }
-        .ok_or_else(|| {
+        let action = VoteDir::from(v.action);
+        let kind = parent.vote_kind(action, &v.uri).ok_or_else(|| {
             Violation::VoteTarget(format!(
-                "{} is not {} in this conversation",
+                "{} is not in a state a {} vote applies to",
                 v.uri,
-                if action == VoteDir::Ban {
-                    "present"
-                } else {
-                    "banned"
-                }
+                action.dir()
             ))
         })?;
         let path = layout::vote(action, kind, &v.uri.to_string(), &signer.account);
@@ -796,12 +768,11 @@ impl<'a> Ctx<'a> {
         if signer.role != Some(MemberRole::Admin) {
             return Err(Violation::BanByNonAdmin(signer.account));
         }
-        let kind = match action {
-            VoteDir::Ban => Self::target_kind(parent, &target),
-            VoteDir::Unban => Self::banned_kind(parent, &target),
-        }
-        .ok_or_else(|| {
-            Violation::BanTarget(format!("{target} cannot be {}ned here", action.dir()))
+        let kind = parent.vote_kind(action, &target).ok_or_else(|| {
+            Violation::BanTarget(format!(
+                "{target} is not in a state a {} applies to",
+                action.dir()
+            ))
         })?;
         let t = target.to_string();
         let votes = parent.admin_votes(action, kind, &t);
@@ -809,50 +780,11 @@ impl<'a> Ctx<'a> {
         if 2 * votes <= admins {
             return Err(Violation::VoteNotPassed { votes, admins });
         }
-        // The exact set of moves the ban/unban must make.
+        let moves = vote_moves(parent, action, kind, &target, &|path, blob| {
+            self.device_account(path, blob)
+        })?;
         let mut expected: BTreeSet<(String, Option<ObjectId>, Option<ObjectId>)> = BTreeSet::new();
-        let live_path = |k: Kind, t: &str| match k {
-            Kind::Admins => format!("admins/{t}.crt"),
-            Kind::Members => format!("members/{t}.crt"),
-            Kind::Invited => format!("invited/{t}"),
-            Kind::Devices => format!("devices/{t}.crt"),
-        };
-        let mut moves: Vec<(Kind, String)> = vec![(kind, t.clone())];
-        if let Target::Account(a) = target {
-            // The account's devices move with it.
-            let devices: Vec<(String, ObjectId)> = match action {
-                VoteDir::Ban => parent
-                    .devices
-                    .iter()
-                    .map(|(d, b)| (d.to_string(), *b))
-                    .collect(),
-                VoteDir::Unban => parent
-                    .banned
-                    .iter()
-                    .filter(|((k, _), _)| *k == Kind::Devices)
-                    .map(|((_, d), b)| (d.clone(), *b))
-                    .collect(),
-            };
-            for (d, blob) in devices {
-                let path = match action {
-                    VoteDir::Ban => live_path(Kind::Devices, &d),
-                    VoteDir::Unban => layout::banned(Kind::Devices, &d),
-                };
-                if self.device_account(&path, &blob)? == Some(a) {
-                    moves.push((Kind::Devices, d));
-                }
-            }
-        }
-        for (k, id) in moves {
-            let (from, to) = match action {
-                VoteDir::Ban => (live_path(k, &id), layout::banned(k, &id)),
-                VoteDir::Unban => (layout::banned(k, &id), live_path(k, &id)),
-            };
-            let blob = parent
-                .files
-                .get(&from)
-                .copied()
-                .ok_or_else(|| Violation::BanTarget(format!("{from} is missing")))?;
+        for (from, to, blob) in moves {
             expected.insert((from, Some(blob), None));
             expected.insert((to, None, Some(blob)));
         }
@@ -1042,4 +974,62 @@ impl CommitLookup for Ctx<'_> {
         }
         false
     }
+}
+
+/// The file moves a passed vote makes: `(from, to, blob)`. Ban moves the target's file (and,
+/// for an account, its devices' certificates) under `banned/`; unban moves them back;
+/// promote moves `members/<uri>.crt` to `admins/<uri>.crt`. Used by the validator and by
+/// [`crate::ops::apply_vote`], so both always agree.
+pub fn vote_moves(
+    state: &State,
+    action: VoteDir,
+    kind: Kind,
+    target: &Target,
+    device_account: &dyn Fn(&str, &ObjectId) -> Result<Option<AccountUri>, Violation>,
+) -> Result<Vec<(String, String, ObjectId)>, Violation> {
+    let live = |k: Kind, t: &str| match k {
+        Kind::Admins => layout::admin_cert_path(t),
+        Kind::Members => format!("members/{t}.crt"),
+        Kind::Invited => format!("invited/{t}"),
+        Kind::Devices => format!("devices/{t}.crt"),
+    };
+    let t = target.to_string();
+    let mut pairs: Vec<(String, String)> = match action {
+        VoteDir::Ban => vec![(live(kind, &t), layout::banned(kind, &t))],
+        VoteDir::Unban => vec![(layout::banned(kind, &t), live(kind, &t))],
+        VoteDir::Promote => vec![(live(Kind::Members, &t), live(Kind::Admins, &t))],
+    };
+    if let (Target::Account(a), VoteDir::Ban | VoteDir::Unban) = (target, action) {
+        // The account's devices move with it.
+        for (path, blob) in &state.files {
+            let dev = match (action, Path::parse(path)) {
+                (VoteDir::Ban, Some(Path::Device(d))) => d.to_string(),
+                (VoteDir::Unban, Some(Path::Banned(Kind::Devices, d))) => d,
+                _ => continue,
+            };
+            if device_account(path, blob)? == Some(*a) {
+                pairs.push(match action {
+                    VoteDir::Ban => (
+                        live(Kind::Devices, &dev),
+                        layout::banned(Kind::Devices, &dev),
+                    ),
+                    _ => (
+                        layout::banned(Kind::Devices, &dev),
+                        live(Kind::Devices, &dev),
+                    ),
+                });
+            }
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(from, to)| {
+            let blob = state
+                .files
+                .get(&from)
+                .copied()
+                .ok_or_else(|| Violation::BanTarget(format!("{from} is missing")))?;
+            Ok((from, to, blob))
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use gix_hash::ObjectId;
 
 use crate::body::Mode;
-use crate::id::{AccountUri, DeviceId};
+use crate::id::{AccountUri, DeviceId, Target};
 use crate::identity::{AccountCert, Crl, DeviceCert};
 use crate::layout::{Kind, Path, VoteDir};
 use crate::object::Files;
@@ -142,6 +142,50 @@ impl State {
     /// Whether the device is under `banned/devices/`.
     pub fn is_banned_device(&self, dev: &DeviceId) -> bool {
         self.banned.contains_key(&(Kind::Devices, dev.to_string()))
+    }
+
+    /// Where a ban/vote target sits now, as a layout kind (`None`: absent or banned).
+    pub fn target_kind(&self, t: &Target) -> Option<Kind> {
+        match t {
+            Target::Account(a) => match self.role(a)? {
+                MemberRole::Admin => Some(Kind::Admins),
+                MemberRole::Member => Some(Kind::Members),
+                MemberRole::Invited => Some(Kind::Invited),
+                MemberRole::Banned => None,
+            },
+            Target::Device(d) => self.devices.contains_key(d).then_some(Kind::Devices),
+        }
+    }
+
+    /// Under which `banned/<kind>/` a target is (`None`: not banned).
+    pub fn banned_kind(&self, t: &Target) -> Option<Kind> {
+        let s = t.to_string();
+        [Kind::Admins, Kind::Members, Kind::Invited, Kind::Devices]
+            .into_iter()
+            .find(|k| self.banned.contains_key(&(*k, s.clone())))
+    }
+
+    /// The kind (role directory) a vote of `action` about `target` is filed under, or `None`
+    /// if the target is not in a state that action applies to.
+    pub fn vote_kind(&self, action: VoteDir, target: &Target) -> Option<Kind> {
+        match action {
+            VoteDir::Ban => self.target_kind(target),
+            VoteDir::Unban => self.banned_kind(target),
+            VoteDir::Promote => match target {
+                Target::Account(a) if self.members.contains(a) && !self.admins.contains(a) => {
+                    Some(Kind::Members)
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether the vote of `action` about `target` passed: strictly more than half of the
+    /// admins at this state have a vote file.
+    pub fn vote_passed(&self, action: VoteDir, target: &Target) -> bool {
+        self.vote_kind(action, target).is_some_and(|k| {
+            2 * self.admin_votes(action, k, &target.to_string()) > self.admin_count()
+        })
     }
 
     /// Number of admins.
