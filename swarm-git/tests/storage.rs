@@ -41,6 +41,11 @@ impl Id {
     }
 }
 
+/// A commit time `n` seconds from now (certificates are checked against it).
+fn t(n: i64) -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp() + n
+}
+
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -132,10 +137,11 @@ fn append_walk_changed_paths_and_read_file() {
     let dir = tempfile::tempdir().unwrap();
     let storage = GitStorage::open(dir.path()).unwrap();
     let alice = Id::new("Alice");
-    let conv = create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, 1).unwrap();
+    let conv =
+        create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, t(1)).unwrap();
     let repo = Repo::open(&storage, conv).unwrap();
     let m1 = repo
-        .append(&alice.signer(), &Body::text("one"), &[], 2)
+        .append(&alice.signer(), &Body::text("one"), &[], t(2))
         .unwrap();
     assert!(
         repo.changed_paths(&m1).unwrap().is_empty(),
@@ -151,7 +157,7 @@ fn append_walk_changed_paths_and_read_file() {
             &alice.signer(),
             &add,
             &[FileChange::Write(layout::invited(&carol), vec![])],
-            3,
+            t(3),
         )
         .unwrap();
     let changes = repo.changed_paths(&m2).unwrap();
@@ -171,7 +177,7 @@ fn append_walk_changed_paths_and_read_file() {
             &alice.signer(),
             &Body::text("x"),
             &[FileChange::Write("evil/x".into(), vec![1])],
-            4,
+            t(4),
         )
         .unwrap_err();
     assert!(matches!(err, RepoError::InvalidPath(_)));
@@ -194,10 +200,10 @@ fn head_compare_and_swap_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let storage = GitStorage::open(dir.path()).unwrap();
     let alice = Id::new("Alice");
-    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, 1).unwrap();
+    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, t(1)).unwrap();
     let repo = Repo::open(&storage, conv).unwrap();
     let m1 = repo
-        .append(&alice.signer(), &Body::text("one"), &[], 2)
+        .append(&alice.signer(), &Body::text("one"), &[], t(2))
         .unwrap();
     // A writer that still believes the head is the initial commit loses, and changes nothing.
     let blob = Object::blob(b"x".to_vec());
@@ -214,7 +220,7 @@ fn head_compare_and_swap_and_errors() {
     assert!(matches!(err, StorageError::HeadMoved { found: Some(f), .. } if f == m1));
     assert_eq!(storage.head(&conv).unwrap(), Some(m1));
     // Creating it again fails.
-    let err = create_conversation(&storage, &alice.signer(), Mode::Public, None, 1).unwrap_err();
+    let err = create_conversation(&storage, &alice.signer(), Mode::Public, None, t(1)).unwrap_err();
     assert!(
         matches!(err, RepoError::Storage(StorageError::AlreadyExists(_))),
         "{err}"
@@ -251,7 +257,7 @@ fn corrupted_object_is_detected_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let storage = GitStorage::open(dir.path()).unwrap();
     let alice = Id::new("Alice");
-    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, 1).unwrap();
+    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, t(1)).unwrap();
     let path = storage.location(&conv).unwrap();
     // Overwrite the loose commit object with a valid object of other content.
     let id = conv.initial_commit().to_string();
