@@ -281,3 +281,141 @@ fn demo_runs_and_verifies_its_signatures() {
     assert_eq!(v["messages"].as_array().unwrap().len(), 4);
     assert_eq!(v["signatures_verified"], 4);
 }
+
+fn chat_ok(home: &Path, args: &[&str]) -> String {
+    let out = chat(home, args);
+    assert!(
+        out.status.success(),
+        "swarm-chat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn member_commands_refuse_locally_what_validation_refuses_and_verify_agrees() {
+    let root = tempfile::tempdir().unwrap();
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let a = ok_json(&alice, &["id", "new", "--name", "Alice"]);
+    let b = ok_json(&bob, &["id", "new", "--name", "Bob"]);
+    let (auri, buri) = (a["uri"].as_str().unwrap(), b["uri"].as_str().unwrap());
+    // Both devices see the same storage (as if synced).
+    std::fs::create_dir_all(alice.join("conversations")).unwrap();
+    std::os::unix::fs::symlink(alice.join("conversations"), bob.join("conversations")).unwrap();
+    let conv = ok_json(&alice, &["conv", "create", "--mode", "invites-only"])["conversation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fails_with_one_line(&bob, &["conv", "join", &conv], "join-invited");
+    ok_json(&alice, &["conv", "invite", &conv, buri]);
+    ok_json(&bob, &["conv", "join", &conv]);
+    ok_json(&bob, &["send", &conv, "hi Alice"]);
+    let members = ok_json(&alice, &["conv", "members", &conv]);
+    let roles: Vec<(String, String)> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["uri"].as_str().unwrap().to_owned(),
+                m["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(roles.contains(&(auri.to_owned(), "admin".into())));
+    assert!(roles.contains(&(buri.to_owned(), "member".into())));
+
+    // A member cannot ban, nor edit the profile: refused locally with the rule's name.
+    fails_with_one_line(&bob, &["conv", "ban", &conv, auri], "vote-by-admin");
+    fails_with_one_line(
+        &bob,
+        &["conv", "profile", &conv, "--title", "mine"],
+        "profile-by-admin",
+    );
+    ok_json(
+        &alice,
+        &[
+            "conv",
+            "profile",
+            &conv,
+            "--title",
+            "Team",
+            "--description",
+            "Our room",
+        ],
+    );
+
+    // The only admin's vote is a majority: Bob is banned at once, then unbanned.
+    let ban = ok_json(&alice, &["conv", "ban", &conv, buri]);
+    assert!(ban["applied"].is_string(), "{ban}");
+    fails_with_one_line(&bob, &["send", &conv, "still here?"], "banned");
+    let unban = ok_json(&alice, &["conv", "unban", &conv, buri]);
+    assert!(unban["applied"].is_string());
+    ok_json(&bob, &["send", &conv, "back"]);
+    ok_json(&bob, &["conv", "leave", &conv]);
+
+    // verify accepts what the CLI made...
+    let repo = ok_json(&alice, &["conv", "repo", &conv])["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = chat_ok(&alice, &["verify", &repo]);
+    assert!(out.starts_with("ok "), "{out}");
+    let n: usize = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        n,
+        String::from_utf8(git(Path::new(&repo), &["rev-list", "--count", "HEAD"]).stdout)
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    );
+
+    // ...and refuses forged histories made with stock git.
+    let forged = root.path().join("forged");
+    assert!(Command::new("git")
+        .args(["clone", "-q", "--bare", &repo])
+        .arg(&forged)
+        .status()
+        .unwrap()
+        .success());
+    let fp = forged.as_path();
+    let tree = String::from_utf8(git(fp, &["rev-parse", "HEAD^{tree}"]).stdout).unwrap();
+    let head = String::from_utf8(git(fp, &["rev-parse", "HEAD"]).stdout).unwrap();
+    let dev = a["device"].as_str().unwrap();
+    // An unsigned commit claiming Alice's device.
+    let c = Command::new("git")
+        .arg("-C")
+        .arg(fp)
+        .args([
+            "commit-tree",
+            tree.trim(),
+            "-p",
+            head.trim(),
+            "-m",
+            r#"{"body":"forged","type":"text/plain"}"#,
+        ])
+        .env("GIT_AUTHOR_NAME", "Alice")
+        .env("GIT_AUTHOR_EMAIL", dev)
+        .env("GIT_COMMITTER_NAME", "Alice")
+        .env("GIT_COMMITTER_EMAIL", dev)
+        .output()
+        .unwrap();
+    assert!(c.status.success());
+    let forged_commit = String::from_utf8(c.stdout).unwrap();
+    assert!(git(fp, &["update-ref", "HEAD", forged_commit.trim()])
+        .status
+        .success());
+    let out = chat(&alice, &["verify", forged.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(forged_commit.trim()) && err.contains("rule signature"),
+        "{err}"
+    );
+    let out = chat(&alice, &["--json", "verify", forged.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["rule"], "signature");
+    fails_with_one_line(&alice, &["verify", "/nonexistent/repo"], "cannot open");
+}

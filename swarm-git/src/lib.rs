@@ -265,3 +265,79 @@ impl Storage for GitStorage {
         p.join("HEAD").is_file().then_some(p)
     }
 }
+
+/// Read access to one Git repository anywhere on disk, e.g. a conversation someone sent
+/// (`swarm-chat verify PATH`). Nothing is written.
+pub struct GitRepoReader {
+    repo: gix::ThreadSafeRepository,
+}
+
+impl std::fmt::Debug for GitRepoReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitRepoReader").finish_non_exhaustive()
+    }
+}
+
+impl GitRepoReader {
+    /// Opens the repository at `path` (bare or not).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let repo = gix::open_opts(path.into(), GitStorage::open_options()).map_err(err)?;
+        Ok(Self {
+            repo: repo.into_sync(),
+        })
+    }
+
+    /// The commit `HEAD` points to.
+    pub fn head(&self) -> Result<CommitId, StorageError> {
+        let repo = self.repo.to_thread_local();
+        let id = repo.head_id().map_err(err)?;
+        CommitId::from_object_id(&id).ok_or_else(|| err("HEAD is not a SHA-1 commit"))
+    }
+
+    /// The root commit reached by following first parents from `HEAD` (at most `limit`
+    /// steps): the conversation id if the history is well-formed.
+    pub fn root(&self, limit: usize) -> Result<CommitId, StorageError> {
+        let repo = self.repo.to_thread_local();
+        let mut id = self.head()?;
+        for _ in 0..limit {
+            let obj = repo
+                .try_find_object(id.object_id())
+                .map_err(err)?
+                .ok_or_else(|| err(format!("commit {id} is missing")))?;
+            let data = obj.data.clone();
+            let first = {
+                let commit =
+                    gix::objs::CommitRef::from_bytes(&data, gix::hash::Kind::Sha1).map_err(err)?;
+                let first = commit.parents().next();
+                first
+            };
+            match first {
+                None => return Ok(id),
+                Some(p) => {
+                    id = CommitId::from_object_id(&p).ok_or_else(|| err("non-SHA-1 parent"))?
+                }
+            }
+        }
+        Err(err(format!("no root commit within {limit} commits")))
+    }
+}
+
+impl swarm_api::object::ObjectSource for GitRepoReader {
+    fn object(&self, id: &gix::ObjectId) -> Result<Option<Object>, swarm_api::object::ObjectError> {
+        let repo = self.repo.to_thread_local();
+        let found = repo.try_find_object(*id).map_err(err)?;
+        let obj = found.map(|o| Object {
+            kind: o.kind,
+            data: o.data.clone(),
+        });
+        if let Some(o) = &obj {
+            if o.id() != *id {
+                return Err(swarm_api::object::ObjectError::Malformed {
+                    id: *id,
+                    reason: "stored content does not hash to its id".into(),
+                });
+            }
+        }
+        Ok(obj)
+    }
+}

@@ -12,10 +12,14 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context as _, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use swarm_api::body::{Body, Mode};
+use swarm_api::body::{Body, Mode, VoteAction};
 use swarm_api::commit::allowed_signers_line;
+use swarm_api::id::{CommitId, DeviceId, Target};
+use swarm_api::ops;
+use swarm_api::repo::FileChange;
 use swarm_api::repo::{create_conversation, Repo};
 use swarm_api::storage::Storage;
+use swarm_api::validate::{Engine, State};
 use swarm_api::{AccountUri, ConversationId};
 use swarm_git::GitStorage;
 
@@ -61,6 +65,11 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Validate a whole conversation repository from its initial commit.
+    Verify {
+        /// Path of the Git repository.
+        path: PathBuf,
+    },
     /// Run the demo: identities in a temporary home, a conversation, messages, the log.
     Demo,
 }
@@ -99,6 +108,68 @@ enum ConvCommand {
     AllowedSigners {
         /// The conversation id.
         conv: String,
+    },
+    /// List the members and their roles.
+    Members {
+        /// The conversation id.
+        conv: String,
+    },
+    /// Invite an account.
+    Invite {
+        /// The conversation id.
+        conv: String,
+        /// The account URI.
+        uri: String,
+    },
+    /// Vote to ban an account; commits the ban when the vote passes.
+    Ban {
+        /// The conversation id.
+        conv: String,
+        /// The account URI.
+        uri: String,
+    },
+    /// Vote to unban an account; commits the unban when the vote passes.
+    Unban {
+        /// The conversation id.
+        conv: String,
+        /// The account URI.
+        uri: String,
+    },
+    /// Vote to ban a device; commits the ban when the vote passes.
+    BanDevice {
+        /// The conversation id.
+        conv: String,
+        /// The device id.
+        device: String,
+    },
+    /// Vote to make a member an admin; commits the promotion when the vote passes.
+    Promote {
+        /// The conversation id.
+        conv: String,
+        /// The account URI.
+        uri: String,
+    },
+    /// Accept an invitation to a conversation already in this device's storage (fetching it
+    /// from a peer comes with the network transport).
+    Join {
+        /// The conversation id.
+        conv: String,
+    },
+    /// Leave the conversation.
+    Leave {
+        /// The conversation id.
+        conv: String,
+    },
+    /// Update the conversation profile (admins only).
+    Profile {
+        /// The conversation id.
+        conv: String,
+        /// Title.
+        #[arg(long)]
+        title: Option<String>,
+        /// Description.
+        #[arg(long)]
+        description: Option<String>,
     },
 }
 
@@ -237,8 +308,160 @@ impl App {
                         .join("\n")
                 });
             }
+            Command::Conv(ConvCommand::Members { conv }) => {
+                let storage = self.storage()?;
+                let repo = self.repo(&storage, &conv)?;
+                let st = repo.state(&repo.head()?)?;
+                let mut rows: Vec<(String, &str)> = Vec::new();
+                for (set, role) in [
+                    (&st.admins, "admin"),
+                    (&st.members, "member"),
+                    (&st.invited, "invited"),
+                ] {
+                    rows.extend(set.iter().map(|u| (u.to_string(), role)));
+                }
+                for (kind, t) in st.banned.keys() {
+                    if *kind != swarm_api::layout::Kind::Devices {
+                        rows.push((t.clone(), "banned"));
+                    }
+                }
+                let json_rows: Vec<Value> = rows
+                    .iter()
+                    .map(|(u, r)| json!({"uri": u, "role": r}))
+                    .collect();
+                self.out(json!({"members": json_rows}), || {
+                    rows.iter()
+                        .map(|(u, r)| format!("{u} {r}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            Command::Conv(ConvCommand::Invite { conv, uri }) => {
+                let uri = parse_uri(&uri)?;
+                self.commit_op(&conv, |_, _, _| Ok(ops::invite(uri)))?;
+            }
+            Command::Conv(ConvCommand::Ban { conv, uri }) => {
+                self.vote(&conv, Target::Account(parse_uri(&uri)?), VoteAction::Ban)?
+            }
+            Command::Conv(ConvCommand::Unban { conv, uri }) => {
+                self.vote(&conv, Target::Account(parse_uri(&uri)?), VoteAction::Unban)?
+            }
+            Command::Conv(ConvCommand::Promote { conv, uri }) => self.vote(
+                &conv,
+                Target::Account(parse_uri(&uri)?),
+                VoteAction::Promote,
+            )?,
+            Command::Conv(ConvCommand::BanDevice { conv, device }) => {
+                let dev: DeviceId = device
+                    .parse()
+                    .map_err(|e| anyhow!("invalid device id {device:?}: {e}"))?;
+                self.vote(&conv, Target::Device(dev), VoteAction::Ban)?
+            }
+            Command::Conv(ConvCommand::Join { conv }) => {
+                self.commit_op(&conv, |_, id, st| Ok(ops::join(st, id.account.cert())))?;
+            }
+            Command::Conv(ConvCommand::Leave { conv }) => {
+                self.commit_op(&conv, |repo, id, _| {
+                    Ok(ops::leave(repo, &repo.head()?, id.account.uri())?)
+                })?;
+            }
+            Command::Conv(ConvCommand::Profile {
+                conv,
+                title,
+                description,
+            }) => {
+                if title.is_none() && description.is_none() {
+                    return Err(anyhow!(
+                        "nothing to change: pass --title and/or --description"
+                    ));
+                }
+                self.commit_op(&conv, |_, _, _| {
+                    Ok(ops::profile(title.as_deref(), description.as_deref()))
+                })?;
+            }
+            Command::Verify { path } => {
+                let reader = swarm_git::GitRepoReader::open(&path).with_context(|| {
+                    format!("cannot open a Git repository at {}", path.display())
+                })?;
+                let head = reader.head()?;
+                let root = reader.root(10_000_000)?;
+                let engine = Engine::default();
+                match engine.verify(ConversationId(root), &reader, head) {
+                    Ok(v) => {
+                        let n = v.commits().len();
+                        self.out(
+                            json!({"ok": true, "commits": n, "conversation": root}),
+                            || format!("ok {n} commits"),
+                        );
+                    }
+                    Err(r) => {
+                        if self.json {
+                            println!(
+                                "{}",
+                                json!({"ok": false, "commit": r.commit, "rule": r.violation.rule(), "reason": r.violation.to_string()})
+                            );
+                        }
+                        return Err(anyhow!(
+                            "commit {} refused by rule {}: {}",
+                            r.commit,
+                            r.violation.rule(),
+                            r.violation
+                        ));
+                    }
+                }
+            }
             Command::Demo => demo(self.json)?,
         }
+        Ok(())
+    }
+}
+
+fn parse_uri(s: &str) -> Result<AccountUri> {
+    s.parse().map_err(|e| anyhow!("invalid URI {s:?}: {e}"))
+}
+
+impl App {
+    /// Appends the commit `op` builds (validated before it is stored); prints its id.
+    fn commit_op(
+        &self,
+        conv: &str,
+        op: impl FnOnce(&Repo<'_>, &home::Identity, &State) -> Result<(Body, Vec<FileChange>)>,
+    ) -> Result<CommitId> {
+        let id = self.home.identity()?;
+        let storage = self.storage()?;
+        let repo = self.repo(&storage, conv)?;
+        let st = repo.state(&repo.head()?)?;
+        let (body, changes) = op(&repo, &id, &st)?;
+        let commit = repo.append(&id.signer(), &body, &changes, now_secs())?;
+        self.out(json!({"commit": commit, "type": body.kind()}), || {
+            commit.to_string()
+        });
+        Ok(commit)
+    }
+
+    /// Casts this admin's vote; applies the decision if the vote passed.
+    fn vote(&self, conv: &str, target: Target, action: VoteAction) -> Result<()> {
+        let id = self.home.identity()?;
+        let storage = self.storage()?;
+        let repo = self.repo(&storage, conv)?;
+        let st = repo.state(&repo.head()?)?;
+        let (body, changes) = ops::vote(&st, &id.account.uri(), target, action)?;
+        let vote = repo.append(&id.signer(), &body, &changes, now_secs())?;
+        let st = repo.state(&vote)?;
+        let dir = swarm_api::layout::VoteDir::from(action);
+        let decided = if st.vote_passed(dir, &target) {
+            let (body, changes) = ops::apply_vote(&repo, &st, target, action)?;
+            Some(repo.append(&id.signer(), &body, &changes, now_secs())?)
+        } else {
+            None
+        };
+        self.out(
+            json!({"vote": vote, "applied": decided}),
+            || match decided {
+                Some(c) => format!("vote {vote}\n{} {c}", dir.dir()),
+                None => format!("vote {vote} (waiting for more admins)"),
+            },
+        );
         Ok(())
     }
 }
