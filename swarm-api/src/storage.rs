@@ -60,6 +60,15 @@ impl StorageError {
     }
 }
 
+/// A quarantine area: objects received for a conversation, held apart until validated.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct QuarantineId {
+    /// The conversation the objects are for.
+    pub conv: ConversationId,
+    /// The area's number, unique within the storage.
+    pub id: u64,
+}
+
 /// Moves a conversation's head from `expected` to `new` (compare-and-swap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadUpdate {
@@ -104,6 +113,29 @@ pub trait Storage: Send + Sync {
         update: HeadUpdate,
     ) -> Result<(), StorageError>;
 
+    /// Opens a new, empty quarantine area for objects received for `conv` (which need not
+    /// be stored yet: a clone quarantines a whole conversation). Quarantined objects are
+    /// invisible to [`Storage::object`] until promoted.
+    fn quarantine_open(&self, conv: &ConversationId) -> Result<QuarantineId, StorageError>;
+
+    /// Adds objects to a quarantine area.
+    fn quarantine_put(&self, q: &QuarantineId, objects: &[Object]) -> Result<(), StorageError>;
+
+    /// One object of a quarantine area (not of the main store).
+    fn quarantine_object(
+        &self,
+        q: &QuarantineId,
+        id: &ObjectId,
+    ) -> Result<Option<Object>, StorageError>;
+
+    /// Moves every object of the quarantine into the conversation and moves the head, as one
+    /// atomic [`Storage::write`] (same head rules); the area is gone afterwards. Callers
+    /// promote only what validation accepted (`swarm_api::repo::Repo::promote`).
+    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError>;
+
+    /// Deletes a quarantine area and everything in it.
+    fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError>;
+
     /// A directory where stock tools can read the conversation (the Git repository for
     /// `swarm-git`), if the backend has one.
     fn location(&self, conv: &ConversationId) -> Option<PathBuf> {
@@ -147,6 +179,8 @@ pub struct MemoryStorage {
             (CommitId, std::collections::BTreeMap<ObjectId, Object>),
         >,
     >,
+    quarantines: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<Object>>>,
+    next_quarantine: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStorage {
@@ -224,6 +258,62 @@ impl Storage for MemoryStorage {
             entry.1.insert(o.id(), o.clone());
         }
         entry.0 = update.new;
+        Ok(())
+    }
+
+    fn quarantine_open(&self, conv: &ConversationId) -> Result<QuarantineId, StorageError> {
+        let id = self
+            .next_quarantine
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.quarantines
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(id, Vec::new());
+        Ok(QuarantineId { conv: *conv, id })
+    }
+
+    fn quarantine_put(&self, q: &QuarantineId, objects: &[Object]) -> Result<(), StorageError> {
+        let mut qs = self.quarantines.lock().map_err(|_| poisoned())?;
+        let area = qs
+            .get_mut(&q.id)
+            .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
+        area.extend_from_slice(objects);
+        Ok(())
+    }
+
+    fn quarantine_object(
+        &self,
+        q: &QuarantineId,
+        id: &ObjectId,
+    ) -> Result<Option<Object>, StorageError> {
+        let qs = self.quarantines.lock().map_err(|_| poisoned())?;
+        let area = qs
+            .get(&q.id)
+            .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
+        Ok(area.iter().find(|o| o.id() == *id).cloned())
+    }
+
+    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
+        let objects = self
+            .quarantines
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&q.id)
+            .cloned()
+            .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
+        self.write(&q.conv, &objects, update)?;
+        self.quarantines
+            .lock()
+            .map_err(|_| poisoned())?
+            .remove(&q.id);
+        Ok(())
+    }
+
+    fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
+        self.quarantines
+            .lock()
+            .map_err(|_| poisoned())?
+            .remove(&q.id);
         Ok(())
     }
 }

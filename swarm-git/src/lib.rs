@@ -21,13 +21,16 @@ use gix::objs::{Exists as _, Write as _};
 use gix::refs::transaction::PreviousValue;
 use gix::refs::Target;
 use swarm_api::object::Object;
-use swarm_api::storage::{HeadUpdate, Storage, StorageError};
+use swarm_api::storage::{HeadUpdate, QuarantineId, Storage, StorageError};
 use swarm_api::{CommitId, ConversationId};
 
 /// The branch holding a conversation's head.
 pub const HEAD_REF: &str = "refs/heads/main";
 
 const BACKEND: &str = "git";
+
+/// Where quarantine repositories live, under the root (never a valid conversation id).
+const QUARANTINE_DIR: &str = ".quarantine";
 
 fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
     StorageError::backend(BACKEND, e)
@@ -37,6 +40,8 @@ fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
 pub struct GitStorage {
     root: PathBuf,
     repos: RwLock<HashMap<ConversationId, gix::ThreadSafeRepository>>,
+    quarantines: std::sync::Mutex<HashMap<u64, (PathBuf, gix::ThreadSafeRepository)>>,
+    next_quarantine: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for GitStorage {
@@ -52,9 +57,22 @@ impl GitStorage {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(err)?;
+        // Quarantines left by processes that died are garbage: nothing refers to them.
+        if let Ok(entries) = std::fs::read_dir(root.join(QUARANTINE_DIR)) {
+            for e in entries.flatten() {
+                let pid = e.file_name().to_string_lossy().into_owned();
+                let alive = pid != std::process::id().to_string()
+                    && std::path::Path::new("/proc").join(&pid).exists();
+                if !alive {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         Ok(Self {
             root,
             repos: RwLock::new(HashMap::new()),
+            quarantines: std::sync::Mutex::new(HashMap::new()),
+            next_quarantine: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -263,6 +281,117 @@ impl Storage for GitStorage {
     fn location(&self, conv: &ConversationId) -> Option<PathBuf> {
         let p = self.repo_path(conv);
         p.join("HEAD").is_file().then_some(p)
+    }
+
+    fn quarantine_open(&self, conv: &ConversationId) -> Result<QuarantineId, StorageError> {
+        let id = self
+            .next_quarantine
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .root
+            .join(QUARANTINE_DIR)
+            .join(std::process::id().to_string())
+            .join(format!("{conv}-{id}"));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(err)?;
+        }
+        std::fs::create_dir_all(&path).map_err(err)?;
+        gix::init_bare(&path).map_err(err)?;
+        std::fs::write(path.join("HEAD"), format!("ref: {HEAD_REF}\n")).map_err(err)?;
+        let repo = gix::open_opts(&path, Self::open_options()).map_err(err)?;
+        self.quarantines
+            .lock()
+            .map_err(|_| err("lock poisoned"))?
+            .insert(id, (path, repo.into_sync()));
+        Ok(QuarantineId { conv: *conv, id })
+    }
+
+    fn quarantine_put(&self, q: &QuarantineId, objects: &[Object]) -> Result<(), StorageError> {
+        let repo = self.quarantine_repo(q)?;
+        Self::write_objects(&repo, objects)
+    }
+
+    fn quarantine_object(
+        &self,
+        q: &QuarantineId,
+        id: &gix::ObjectId,
+    ) -> Result<Option<Object>, StorageError> {
+        let repo = self.quarantine_repo(q)?;
+        let found = repo.try_find_object(*id).map_err(err)?;
+        Ok(found.map(|o| Object {
+            kind: o.kind,
+            data: o.data.clone(),
+        }))
+    }
+
+    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
+        let (path, repo) = self
+            .quarantines
+            .lock()
+            .map_err(|_| err("lock poisoned"))?
+            .get(&q.id)
+            .map(|(p, r)| (p.clone(), r.clone()))
+            .ok_or_else(|| err("no such quarantine"))?;
+        let repo = repo.to_thread_local();
+        if update.expected.is_none() {
+            // A new conversation: the quarantine repository becomes it, by one rename.
+            if self.repo_path(&q.conv).exists() {
+                return Err(StorageError::AlreadyExists(q.conv));
+            }
+            if !repo.objects.exists(&update.new.object_id()) {
+                return Err(StorageError::DanglingHead(update.new));
+            }
+            repo.reference(
+                HEAD_REF,
+                update.new.object_id(),
+                PreviousValue::MustNotExist,
+                "clone",
+            )
+            .map_err(err)?;
+            std::fs::rename(&path, self.repo_path(&q.conv)).map_err(err)?;
+        } else {
+            // Copy every quarantined object, then move the head (the atomic step).
+            let mut objects = Vec::new();
+            for id in repo.objects.iter().map_err(err)? {
+                let id = id.map_err(err)?;
+                if let Some(o) = repo.try_find_object(id).map_err(err)? {
+                    objects.push(Object {
+                        kind: o.kind,
+                        data: o.data.clone(),
+                    });
+                }
+            }
+            self.write(&q.conv, &objects, update)?;
+            std::fs::remove_dir_all(&path).map_err(err)?;
+        }
+        self.quarantines
+            .lock()
+            .map_err(|_| err("lock poisoned"))?
+            .remove(&q.id);
+        Ok(())
+    }
+
+    fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
+        if let Some((path, _)) = self
+            .quarantines
+            .lock()
+            .map_err(|_| err("lock poisoned"))?
+            .remove(&q.id)
+        {
+            std::fs::remove_dir_all(&path).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+impl GitStorage {
+    fn quarantine_repo(&self, q: &QuarantineId) -> Result<gix::Repository, StorageError> {
+        self.quarantines
+            .lock()
+            .map_err(|_| err("lock poisoned"))?
+            .get(&q.id)
+            .map(|(_, r)| r.to_thread_local())
+            .ok_or_else(|| err("no such quarantine"))
     }
 }
 
