@@ -1206,3 +1206,30 @@ fn limits_refuse_deep_trees() {
     );
     assert_eq!(w.head(), before);
 }
+
+#[test]
+fn commit_wellformed_refuses_a_committer_that_is_not_a_device() {
+    let (a, _b, w) = alice_bob();
+    let d = w.draft(&a, &Body::text("x").to_message(), &[], false);
+    let dev = a.device.id().to_string();
+    // Only the committer line changes: author and committer now differ.
+    let forged = rewrite(&d, |t| {
+        let (head, rest) = t.split_once("committer ").unwrap();
+        format!(
+            "{head}committer {}",
+            rest.replacen(&dev, "someone@example.org", 1)
+        )
+    });
+    w.refuse(forged, "commit-wellformed");
+}
+
+#[test]
+fn objects_present_refuses_a_branch_with_a_missing_tree() {
+    let (a, _b, w) = alice_bob();
+    let x = P::new("X");
+    let (body, changes) = ops::invite(x.uri());
+    let mut d = w.draft(&a, &body.to_message(), &changes, false);
+    d.objects
+        .retain(|o| o.kind != swarm_api::object::Kind::Tree);
+    w.refuse(d, "objects-present");
+}
