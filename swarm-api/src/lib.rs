@@ -35,6 +35,8 @@ pub mod ops;
 pub mod order;
 pub mod repo;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod traits;
 pub mod validate;
 

@@ -1,0 +1,16 @@
+//! The storage conformance suite on `GitStorage` (one Git repository per conversation).
+
+use swarm_api::storage::StorageError;
+use swarm_api::testing::factory;
+use swarm_git::GitStorage;
+
+fn git() -> impl swarm_api::testing::StorageFactory<Storage = GitStorage> {
+    factory(
+        || tempfile::tempdir().expect("a temporary directory"),
+        |dir: &tempfile::TempDir| -> Result<GitStorage, StorageError> {
+            GitStorage::open(dir.path())
+        },
+    )
+}
+
+swarm_api::storage_conformance!(git());
