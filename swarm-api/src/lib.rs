@@ -26,17 +26,22 @@
 
 pub mod body;
 pub mod commit;
+pub mod graph;
 pub mod id;
 pub mod identity;
 pub mod layout;
 pub mod merge;
+pub mod node;
 pub mod object;
 pub mod ops;
 pub mod order;
 pub mod repo;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod sync;
 pub mod traits;
 pub mod validate;
 

@@ -69,6 +69,16 @@ pub struct QuarantineId {
     pub id: u64,
 }
 
+impl QuarantineId {
+    /// A second handle to the same area (for retrying a promotion).
+    pub fn clone_id(&self) -> Self {
+        Self {
+            conv: self.conv,
+            id: self.id,
+        }
+    }
+}
+
 /// Moves a conversation's head from `expected` to `new` (compare-and-swap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadUpdate {

@@ -39,13 +39,23 @@ pub struct Signal {
     pub payload: Vec<u8>,
 }
 
+/// An authenticated peer: what the transport proved from its certificate chain (never what
+/// the peer claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The peer's device.
+    pub device: DeviceId,
+    /// The account that issued the device certificate.
+    pub account: AccountUri,
+}
+
 /// Something the transport received.
 pub enum Incoming {
     /// A peer opened a channel; `name` says what for (e.g. `sync://<conv>`,
     /// `data-transfer://<conv>/<dev>/<fileId>`).
     Channel {
-        /// The authenticated peer device (from its certificate, never from a claim).
-        from: DeviceId,
+        /// The authenticated peer.
+        from: Peer,
         /// The channel name the peer asked for.
         name: String,
         /// The stream.
@@ -53,8 +63,8 @@ pub enum Incoming {
     },
     /// A signal arrived.
     Signal {
-        /// The sending device, as authenticated by the transport.
-        from: DeviceId,
+        /// The sender, as authenticated by the transport.
+        from: Peer,
         /// The signal.
         signal: Signal,
     },

@@ -1,0 +1,624 @@
+//! `Node`: the generic driver of one device over any [`Storage`] and [`Transport`].
+//!
+//! - A local commit ([`Node::send`], [`Node::commit`]) is validated and stored at once, then
+//!   announced to every other device of the conversation as an
+//!   `application/im-gitmessage-id` signal `{deviceId, conversationId, commit}`.
+//! - An announcement makes the node fetch from the announcing peer (authenticated by the
+//!   transport, never taken from the payload), unless it already has the commit.
+//! - Incoming `sync/<conversation>` channels are served with access control.
+//! - What happens is reported as [`Event`]s on a broadcast stream ([`Node::events`]).
+//!
+//! A fetch never blocks local commits (no lock is held while bytes move; the final promotion
+//! is a compare-and-swap that is simply recomputed if a local commit won). A peer whose
+//! branches fail (refused, timed out, broken) is retried with exponential backoff up to a cap,
+//! so a peer that keeps sending an invalid branch cannot cause a retry storm.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::body::{Body, MemberAction};
+use crate::graph::Graph;
+use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
+use crate::identity::{AccountCert, Crl, Device};
+use crate::repo::{FileChange, Repo, RepoError, Signer};
+use crate::storage::Storage;
+use crate::sync::{self, BundleLimits, Integrated, SyncError};
+use crate::traits::{Destination, Incoming, Peer, Signal, Transport};
+use crate::validate::Engine;
+
+/// The signal kind of commit announcements.
+pub const ANNOUNCE: &str = "application/im-gitmessage-id";
+
+/// The owned identity a node signs with.
+pub struct LocalIdentity {
+    /// The account certificate.
+    pub account: AccountCert,
+    /// This device.
+    pub device: Device,
+    /// The account's current CRL.
+    pub crl: Crl,
+}
+
+impl LocalIdentity {
+    /// A signer borrowing this identity.
+    pub fn signer(&self) -> Signer<'_> {
+        Signer {
+            account: &self.account,
+            device: &self.device,
+            crl: &self.crl,
+        }
+    }
+    /// This device as a peer.
+    pub fn peer(&self) -> Peer {
+        Peer {
+            device: self.device.id(),
+            account: self.account.uri(),
+        }
+    }
+}
+
+/// Tuning of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// A fetch that takes longer is abandoned (and the peer backed off).
+    pub sync_timeout: Duration,
+    /// First backoff after a failed fetch from a peer.
+    pub backoff_initial: Duration,
+    /// Backoff cap.
+    pub backoff_max: Duration,
+    /// Limits on received bundles.
+    pub bundle_limits: BundleLimits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            sync_timeout: Duration::from_secs(60),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            bundle_limits: BundleLimits::default(),
+        }
+    }
+}
+
+/// What a node reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message (any non-member, non-merge commit) arrived from a peer.
+    MessageReceived {
+        /// The conversation.
+        conv: ConversationId,
+        /// The commit.
+        commit: CommitId,
+        /// Its author's device.
+        device: DeviceId,
+        /// Its body.
+        body: Body,
+    },
+    /// A conversation was cloned and is ready.
+    ConversationReady {
+        /// The conversation.
+        conv: ConversationId,
+    },
+    /// A membership change arrived.
+    MemberEvent {
+        /// The conversation.
+        conv: ConversationId,
+        /// The commit.
+        commit: CommitId,
+        /// Who.
+        uri: Target,
+        /// What.
+        action: MemberAction,
+    },
+    /// A fetch brought new commits; the head is now `head`.
+    Synced {
+        /// The conversation.
+        conv: ConversationId,
+        /// The peer fetched from.
+        peer: DeviceId,
+        /// The new head.
+        head: CommitId,
+        /// The merge commit this node made, if any.
+        merge: Option<CommitId>,
+    },
+    /// A peer's branch broke a rule; nothing of it was kept and the peer is backed off.
+    SyncRejected {
+        /// The peer.
+        peer: DeviceId,
+        /// The conversation.
+        conv: ConversationId,
+        /// The failing commit.
+        commit: CommitId,
+        /// The rule.
+        rule: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A fetch failed for another reason (unreachable, timeout, protocol error).
+    SyncFailed {
+        /// The peer.
+        peer: DeviceId,
+        /// The conversation.
+        conv: ConversationId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Errors of node operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A repository operation failed (validation, storage...).
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A sync failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] crate::traits::TransportError),
+    /// The peer is backed off until later.
+    #[error("peer {0} is backed off after failures; try later")]
+    BackedOff(DeviceId),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+}
+
+struct Inner {
+    me: LocalIdentity,
+    storage: Arc<dyn Storage>,
+    transport: Arc<dyn Transport>,
+    engine: Arc<Engine>,
+    config: NodeConfig,
+    graphs: std::sync::Mutex<HashMap<ConversationId, Arc<std::sync::Mutex<Graph>>>>,
+    backoff: std::sync::Mutex<HashMap<DeviceId, Backoff>>,
+    running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
+    fetch_attempts: std::sync::atomic::AtomicU64,
+    events: broadcast::Sender<Event>,
+}
+
+/// One device: storage, transport, identity and the sync logic between them.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// The announcement payload.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announce {
+    #[serde(rename = "deviceId")]
+    device_id: DeviceId,
+    #[serde(rename = "conversationId")]
+    conversation_id: ConversationId,
+    commit: CommitId,
+}
+
+/// Wall-clock seconds for commit timestamps (display only; the core never trusts them).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// A node for `me` over `storage` and `transport`.
+    pub fn new(
+        me: LocalIdentity,
+        storage: Arc<dyn Storage>,
+        transport: Arc<dyn Transport>,
+        engine: Arc<Engine>,
+        config: NodeConfig,
+    ) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            inner: Arc::new(Inner {
+                me,
+                storage,
+                transport,
+                engine,
+                config,
+                graphs: Default::default(),
+                backoff: Default::default(),
+                running: Default::default(),
+                fetch_attempts: Default::default(),
+                events,
+            }),
+        }
+    }
+
+    /// This device.
+    pub fn peer(&self) -> Peer {
+        self.inner.me.peer()
+    }
+
+    /// The identity.
+    pub fn identity(&self) -> &LocalIdentity {
+        &self.inner.me
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.inner.storage
+    }
+
+    /// The event stream (each subscriber gets every event from now on).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// How many fetches this node started (for tests of backoff).
+    pub fn fetch_attempts(&self) -> u64 {
+        self.inner
+            .fetch_attempts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn graph(&self, conv: &ConversationId) -> Arc<std::sync::Mutex<Graph>> {
+        let mut g = self.inner.graphs.lock().unwrap_or_else(|e| e.into_inner());
+        g.entry(*conv).or_default().clone()
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.inner.events.send(e);
+    }
+
+    /// Sends a text message; returns its commit id.
+    pub async fn send(&self, conv: ConversationId, text: &str) -> Result<CommitId, NodeError> {
+        self.commit(conv, &Body::text(text), &[]).await
+    }
+
+    /// Makes a local commit (validated, stored at once) and announces it.
+    pub async fn commit(
+        &self,
+        conv: ConversationId,
+        body: &Body,
+        changes: &[FileChange],
+    ) -> Result<CommitId, NodeError> {
+        Box::pin(self.commit_inner(conv, body, changes)).await
+    }
+
+    async fn commit_inner(
+        &self,
+        conv: ConversationId,
+        body: &Body,
+        changes: &[FileChange],
+    ) -> Result<CommitId, NodeError> {
+        let id = {
+            let repo =
+                Repo::open(&*self.inner.storage, conv)?.with_engine(self.inner.engine.clone());
+            repo.append(&self.inner.me.signer(), body, changes, unix_now())?
+        };
+        self.announce(conv, id).await;
+        Ok(id)
+    }
+
+    /// Announces `commit` to every other device of the conversation.
+    pub async fn announce(&self, conv: ConversationId, commit: CommitId) {
+        let devices: Vec<DeviceId> = match Repo::open(&*self.inner.storage, conv)
+            .and_then(|r| r.state(&r.head()?))
+        {
+            Ok(st) => st.devices.keys().copied().collect(),
+            Err(e) => {
+                tracing::warn!(target: "swarm_api::node", %conv, error = %e, "cannot list devices to announce to");
+                return;
+            }
+        };
+        let payload = serde_json::to_vec(&Announce {
+            device_id: self.inner.me.device.id(),
+            conversation_id: conv,
+            commit,
+        })
+        .unwrap_or_default();
+        for dev in devices {
+            if dev == self.inner.me.device.id() {
+                continue;
+            }
+            let signal = Signal {
+                kind: ANNOUNCE.into(),
+                payload: payload.clone(),
+            };
+            if let Err(e) = self
+                .inner
+                .transport
+                .send_signal(Destination::Device(dev), signal)
+                .await
+            {
+                tracing::debug!(target: "swarm_api::node", %dev, error = %e, "announcement not sent");
+            }
+        }
+    }
+
+    /// Serves incoming channels and signals until the transport closes.
+    pub async fn run(&self) {
+        while let Some(incoming) = self.inner.transport.next_incoming().await {
+            let node = self.clone();
+            tokio::spawn(async move { node.handle(incoming).await });
+        }
+    }
+
+    async fn handle(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::Channel {
+                from,
+                name,
+                mut stream,
+            } => {
+                let Some(conv) = name
+                    .strip_prefix("sync/")
+                    .and_then(|c| c.parse::<ConversationId>().ok())
+                else {
+                    tracing::debug!(target: "swarm_api::node", %name, "unknown channel");
+                    return;
+                };
+                let graph = self.graph(&conv);
+                if let Err(e) = sync::serve(
+                    &mut stream,
+                    from,
+                    &*self.inner.storage,
+                    &self.inner.engine,
+                    &graph,
+                )
+                .await
+                {
+                    tracing::debug!(target: "swarm_api::node", peer = %from.device, error = %e, "serving a sync failed");
+                }
+            }
+            Incoming::Signal { from, signal } if signal.kind == ANNOUNCE => {
+                let Ok(a) = serde_json::from_slice::<Announce>(&signal.payload) else {
+                    tracing::debug!(target: "swarm_api::node", peer = %from.device, "malformed announcement");
+                    return;
+                };
+                let conv = a.conversation_id;
+                let have = matches!(self.inner.storage.head(&conv), Ok(Some(_)))
+                    && matches!(
+                        self.inner.storage.object(&conv, &a.commit.object_id()),
+                        Ok(Some(_))
+                    );
+                if have {
+                    return;
+                }
+                // Only conversations we hold (clones are explicit: `sync_from`).
+                if !matches!(self.inner.storage.head(&conv), Ok(Some(_))) {
+                    return;
+                }
+                let _ = self.sync_from(conv, from.device).await;
+            }
+            Incoming::Signal { .. } => {}
+        }
+    }
+
+    /// Fetches `conv` from `peer` now (or clones it if it is not stored here), respecting the
+    /// peer's backoff. Concurrent requests for the same (conversation, peer) run once.
+    pub async fn sync_from(
+        &self,
+        conv: ConversationId,
+        peer: DeviceId,
+    ) -> Result<Option<Integrated>, NodeError> {
+        // Boxed: the fetch's state machine is large; keep callers' futures small.
+        Box::pin(self.sync_from_inner(conv, peer)).await
+    }
+
+    async fn sync_from_inner(
+        &self,
+        conv: ConversationId,
+        peer: DeviceId,
+    ) -> Result<Option<Integrated>, NodeError> {
+        let now = Instant::now();
+        {
+            let b = self.inner.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = b.get(&peer) {
+                if now < b.until {
+                    return Err(NodeError::BackedOff(peer));
+                }
+            }
+        }
+        {
+            let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert((conv, peer)) {
+                return Ok(None);
+            }
+        }
+        self.inner
+            .fetch_attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result =
+            tokio::time::timeout(self.inner.config.sync_timeout, self.fetch(conv, peer)).await;
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(conv, peer));
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Sync(SyncError::Io(format!(
+                "no answer within {:?}",
+                self.inner.config.sync_timeout
+            )))),
+        };
+        match &result {
+            Ok(Some(i)) => {
+                self.reset_backoff(peer);
+                self.report(conv, peer, i);
+            }
+            Ok(None) => self.reset_backoff(peer),
+            Err(NodeError::Sync(SyncError::Rejected(r))) => {
+                self.back_off(peer);
+                self.emit(Event::SyncRejected {
+                    peer,
+                    conv,
+                    commit: r.commit,
+                    rule: r.violation.rule(),
+                    reason: r.violation.to_string(),
+                });
+            }
+            Err(NodeError::Transport(crate::traits::TransportError::Unreachable(_))) => {
+                // Not the peer's fault, and failing costs nothing: no backoff.
+                self.emit(Event::SyncFailed {
+                    peer,
+                    conv,
+                    reason: "unreachable".into(),
+                });
+            }
+            Err(e) => {
+                self.back_off(peer);
+                self.emit(Event::SyncFailed {
+                    peer,
+                    conv,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        if let Ok(Some(i)) = &result {
+            if i.old_head != Some(i.head) {
+                // Tell the others (they may lack what we merged).
+                self.announce(conv, i.head).await;
+            }
+        }
+        result
+    }
+
+    async fn fetch(
+        &self,
+        conv: ConversationId,
+        peer: DeviceId,
+    ) -> Result<Option<Integrated>, NodeError> {
+        let mut stream = self
+            .inner
+            .transport
+            .open_channel(peer, &format!("sync/{conv}"))
+            .await?;
+        let graph = self.graph(&conv);
+        let signer = self.inner.me.signer();
+        let (integrated, _) = sync::fetch(
+            &mut stream,
+            conv,
+            &*self.inner.storage,
+            &self.inner.engine,
+            &graph,
+            Some(&signer),
+            unix_now(),
+            self.inner.config.bundle_limits,
+        )
+        .await?;
+        Ok(integrated)
+    }
+
+    fn back_off(&self, peer: DeviceId) {
+        let mut map = self.inner.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let delay = match map.get(&peer) {
+            Some(b) => (b.delay * 2).min(self.inner.config.backoff_max),
+            None => self.inner.config.backoff_initial,
+        };
+        map.insert(
+            peer,
+            Backoff {
+                until: Instant::now() + delay,
+                delay,
+            },
+        );
+    }
+
+    fn reset_backoff(&self, peer: DeviceId) {
+        self.inner
+            .backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer);
+    }
+
+    /// The current backoff delay of a peer, if it is backed off.
+    pub fn backoff_of(&self, peer: &DeviceId) -> Option<Duration> {
+        self.inner
+            .backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .map(|b| b.delay)
+    }
+
+    fn report(&self, conv: ConversationId, peer: DeviceId, i: &Integrated) {
+        if i.old_head.is_none() {
+            self.emit(Event::ConversationReady { conv });
+        }
+        let repo = match Repo::open(&*self.inner.storage, conv) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let mut authors: BTreeMap<CommitId, (DeviceId, String)> = BTreeMap::new();
+        for id in &i.new_commits {
+            if let Ok(c) = repo.commit(id) {
+                if c.parents.len() < 2 {
+                    authors.insert(*id, (c.device, c.message));
+                }
+            }
+        }
+        for id in &i.new_commits {
+            let Some((device, message)) = authors.remove(id) else {
+                continue;
+            };
+            match Body::parse(&message) {
+                Ok(Body::Member(m)) => self.emit(Event::MemberEvent {
+                    conv,
+                    commit: *id,
+                    uri: m.uri,
+                    action: m.action,
+                }),
+                Ok(Body::Initial(_)) | Err(_) => {}
+                Ok(body) => self.emit(Event::MessageReceived {
+                    conv,
+                    commit: *id,
+                    device,
+                    body,
+                }),
+            }
+        }
+        self.emit(Event::Synced {
+            conv,
+            peer,
+            head: i.head,
+            merge: i.merge,
+        });
+    }
+
+    /// Fetches `conv` from every other device of the conversation that is not backed off (what
+    /// a node does when connectivity returns). Returns how many fetches brought something.
+    pub async fn sync_all(&self, conv: ConversationId) -> usize {
+        let devices: Vec<DeviceId> =
+            match Repo::open(&*self.inner.storage, conv).and_then(|r| r.state(&r.head()?)) {
+                Ok(st) => st.devices.keys().copied().collect(),
+                Err(_) => return 0,
+            };
+        let mut n = 0;
+        for d in devices {
+            if d == self.inner.me.device.id() {
+                continue;
+            }
+            if let Ok(Some(_)) = self.sync_from(conv, d).await {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The account of a device, if its certificate is in the conversation.
+    pub fn account_of(&self, conv: ConversationId, device: &DeviceId) -> Option<AccountUri> {
+        let repo = Repo::open(&*self.inner.storage, conv).ok()?;
+        let head = repo.head().ok()?;
+        repo.device_certs(&head)
+            .ok()?
+            .get(device)?
+            .claimed_account()
+    }
+}

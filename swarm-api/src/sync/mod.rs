@@ -1,0 +1,1021 @@
+//! Sync (DESIGN §5): the sans-IO protocol that brings a peer's commits into this device.
+//!
+//! A sync fetches one conversation from one peer over any reliable byte stream:
+//!
+//! 1. the client says which conversation and which head it has ([`Frame::Hello`]);
+//! 2. the server checks that the peer may read it (devices of current members and invited
+//!    accounts; anyone for PUBLIC), then either knows the client's head — and sends exactly
+//!    what is missing, one round trip — or probes its own history at exponentially spaced
+//!    first-parent distances ([`Frame::Probe`]), refining the gap for at most
+//!    [`MAX_PROBE_ROUNDS`] rounds, so long divergent histories cost a bounded number of round
+//!    trips and no commit the client has is sent beyond a small gap;
+//! 3. the missing objects arrive in a streamed bundle whose announced and actual size are
+//!    bounded ([`BundleLimits`]); the client puts them in a storage quarantine;
+//! 4. [`integrate`] validates the quarantined branch with the validation engine and promotes it
+//!    atomically — fast-forward, adoption of an equivalent head, or a merge commit signed by
+//!    this device — or drops everything and reports the rule the peer broke.
+//!
+//! [`Client`] and [`Server`] are state machines fed frames (decoded by [`wire::Decoder`]);
+//! [`fetch`] and [`serve`] drive them over an async stream.
+
+pub mod wire;
+
+use std::collections::{BTreeMap, HashSet};
+
+use gix_hash::ObjectId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub use wire::{Decoder, Frame, WireError};
+
+use crate::graph::Graph;
+use crate::id::{CommitId, ConversationId};
+use crate::merge::merge_files;
+use crate::object::{build_tree, read_tree, Kind, Object, ObjectError, ObjectSource, TreeLimits};
+use crate::repo::Signer;
+use crate::storage::{ConversationObjects, HeadUpdate, QuarantineId, Storage, StorageError};
+use crate::validate::{Engine, MemberRole, Rejection};
+
+/// Probe rounds before the server sends what it has (over-sending at most a small gap).
+pub const MAX_PROBE_ROUNDS: u32 = 4;
+/// A gap (in first-parent commits) small enough to send without refining further.
+pub const SMALL_GAP: usize = 8;
+
+pub use crate::traits::Peer;
+
+/// Sync failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Malformed bytes.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A frame that makes no sense at this point.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The server refused us.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    /// The bundle is over the limits.
+    #[error("bundle over the limit: {0}")]
+    Limit(String),
+    /// The fetched branch broke a rule; nothing of it was kept.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An object is missing or malformed.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// The stream failed or closed early.
+    #[error("stream: {0}")]
+    Io(String),
+}
+
+/// Limits on one received bundle (git-bomb defence).
+#[derive(Debug, Clone, Copy)]
+pub struct BundleLimits {
+    /// Maximum objects.
+    pub max_objects: u32,
+    /// Maximum total bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        Self {
+            max_objects: 4_000_000,
+            max_bytes: 4 << 30,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ server
+
+enum ServerPhase {
+    AwaitHello,
+    AwaitKnown,
+    Done,
+}
+
+/// The serving side of one sync.
+pub struct Server {
+    conv: Option<ConversationId>,
+    peer: Peer,
+    phase: ServerPhase,
+    head: Option<CommitId>,
+    /// First-parent chain from our head (fetched as far as needed).
+    chain: Vec<CommitId>,
+    /// The ids probed last, with their first-parent distance.
+    probes: Vec<(usize, CommitId)>,
+    known: Vec<CommitId>,
+    round: u32,
+}
+
+/// Per-round statistics a server can report (for benchmarks).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Probe rounds used.
+    pub rounds: u32,
+}
+
+impl Server {
+    /// A server for one incoming sync from `peer`.
+    pub fn new(peer: Peer) -> Self {
+        Self {
+            conv: None,
+            peer,
+            phase: ServerPhase::AwaitHello,
+            head: None,
+            chain: Vec::new(),
+            probes: Vec::new(),
+            known: Vec::new(),
+            round: 0,
+        }
+    }
+
+    /// Whether the session is over.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, ServerPhase::Done)
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats { rounds: self.round }
+    }
+
+    /// Handles one frame from the client; returns the frames to send.
+    pub fn handle(
+        &mut self,
+        frame: Frame,
+        storage: &dyn Storage,
+        engine: &Engine,
+        graph: &mut Graph,
+    ) -> Result<Vec<Frame>, SyncError> {
+        match (&self.phase, frame) {
+            (
+                ServerPhase::AwaitHello,
+                Frame::Hello {
+                    version,
+                    conv,
+                    head,
+                },
+            ) => {
+                self.conv = Some(conv);
+                if version != wire::VERSION {
+                    self.phase = ServerPhase::Done;
+                    return Ok(vec![Frame::Refused(format!(
+                        "unsupported protocol version {version} (this peer speaks {})",
+                        wire::VERSION
+                    ))]);
+                }
+                let Some(our) = storage.head(&conv)? else {
+                    self.phase = ServerPhase::Done;
+                    return Ok(vec![Frame::Refused("unknown conversation".into())]);
+                };
+                self.head = Some(our);
+                if let Err(reason) = self.allowed(storage, engine, conv, our) {
+                    self.phase = ServerPhase::Done;
+                    tracing::info!(target: "swarm_api::sync", peer = %self.peer.device, %conv, %reason, "refused sync");
+                    return Ok(vec![Frame::Refused(reason)]);
+                }
+                let src = ConversationObjects { storage, conv };
+                match head {
+                    Some(h) if h == our => {
+                        self.phase = ServerPhase::Done;
+                        Ok(vec![Frame::UpToDate])
+                    }
+                    Some(h) if src.object(&h.object_id())?.is_some() => {
+                        self.known = vec![h];
+                        self.finish(storage, graph)
+                    }
+                    None => self.finish(storage, graph),
+                    Some(_) => self.probe(storage, graph, 0, usize::MAX),
+                }
+            }
+            (ServerPhase::AwaitKnown, Frame::Known(bits)) => {
+                let probes = std::mem::take(&mut self.probes);
+                let known = |i: usize| bits.get(i).copied().unwrap_or(false);
+                for (i, (_, id)) in probes.iter().enumerate() {
+                    if known(i) {
+                        self.known.push(*id);
+                    }
+                }
+                // The nearest known distance, and the farthest unknown one before it.
+                let first_known = probes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| known(*i))
+                    .map(|(_, (d, _))| *d)
+                    .min();
+                let last_unknown = first_known.and_then(|k| {
+                    probes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, (d, _))| *d < k && !known(*i))
+                        .map(|(_, (d, _))| *d)
+                        .max()
+                });
+                match (first_known, last_unknown) {
+                    (Some(k), Some(u)) if k - u > SMALL_GAP && self.round < MAX_PROBE_ROUNDS => {
+                        self.probe(storage, graph, u + 1, k)
+                    }
+                    _ => self.finish(storage, graph),
+                }
+            }
+            (_, other) => {
+                self.phase = ServerPhase::Done;
+                Err(SyncError::Protocol(format!(
+                    "unexpected frame {}",
+                    frame_name(&other)
+                )))
+            }
+        }
+    }
+
+    /// Access control: devices of current members and invited accounts; anyone for PUBLIC.
+    fn allowed(
+        &self,
+        storage: &dyn Storage,
+        engine: &Engine,
+        conv: ConversationId,
+        head: CommitId,
+    ) -> Result<(), String> {
+        let src = ConversationObjects { storage, conv };
+        let state = engine
+            .state_at(conv, &src, &head)
+            .map_err(|e| format!("cannot read the conversation: {e}"))?;
+        if state.is_banned_device(&self.peer.device) {
+            return Err("this device is banned".into());
+        }
+        match state.role(&self.peer.account) {
+            Some(MemberRole::Admin | MemberRole::Member | MemberRole::Invited) => Ok(()),
+            Some(MemberRole::Banned) => Err("this account is banned".into()),
+            None if state.mode == crate::body::Mode::Public => Ok(()),
+            None => Err("not a member of this conversation".into()),
+        }
+    }
+
+    fn extend_chain(
+        &mut self,
+        storage: &dyn Storage,
+        graph: &mut Graph,
+        upto: usize,
+    ) -> Result<(), SyncError> {
+        let (Some(conv), Some(head)) = (self.conv, self.head) else {
+            return Ok(());
+        };
+        if self.chain.len() > upto {
+            return Ok(());
+        }
+        let src = ConversationObjects { storage, conv };
+        let start = self.chain.last().copied();
+        if start.is_none() {
+            self.chain.push(head);
+        }
+        while self.chain.len() <= upto {
+            let last = *self.chain.last().unwrap_or(&head);
+            match graph.parents(&src, &last)?.first() {
+                Some(p) => self.chain.push(*p),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes distances in `[from, to)` of our first-parent chain: exponentially spaced
+    /// (plus the root) when the range is open, evenly spaced inside a known gap.
+    fn probe(
+        &mut self,
+        storage: &dyn Storage,
+        graph: &mut Graph,
+        from: usize,
+        to: usize,
+    ) -> Result<Vec<Frame>, SyncError> {
+        self.round += 1;
+        let mut distances = Vec::new();
+        if to == usize::MAX {
+            let mut d = from;
+            let mut step = 1usize;
+            loop {
+                self.extend_chain(storage, graph, d)?;
+                if d >= self.chain.len() {
+                    break;
+                }
+                distances.push(d);
+                d += step;
+                step = step.saturating_mul(2);
+            }
+            let last = self.chain.len().saturating_sub(1);
+            if distances.last() != Some(&last) {
+                distances.push(last);
+            }
+        } else {
+            self.extend_chain(storage, graph, to)?;
+            let span = to - from;
+            let n = span.min(wire::MAX_PROBE / 8).max(1);
+            for i in 0..n {
+                let d = from + i * span / n;
+                if d < self.chain.len() && distances.last() != Some(&d) {
+                    distances.push(d);
+                }
+            }
+        }
+        distances.truncate(wire::MAX_PROBE);
+        self.probes = distances.iter().map(|d| (*d, self.chain[*d])).collect();
+        self.phase = ServerPhase::AwaitKnown;
+        Ok(vec![Frame::Probe(
+            self.probes.iter().map(|(_, id)| *id).collect(),
+        )])
+    }
+
+    /// Sends everything reachable from our head that is not reachable from `known`.
+    fn finish(
+        &mut self,
+        storage: &dyn Storage,
+        graph: &mut Graph,
+    ) -> Result<Vec<Frame>, SyncError> {
+        self.phase = ServerPhase::Done;
+        let (Some(conv), Some(head)) = (self.conv, self.head) else {
+            return Err(SyncError::Protocol("no conversation".into()));
+        };
+        let src = ConversationObjects { storage, conv };
+        let objects = bundle(&src, graph, head, &self.known)?;
+        if objects.is_empty() {
+            return Ok(vec![Frame::UpToDate]);
+        }
+        let bytes = objects.iter().map(|o| o.data.len() as u64).sum();
+        let mut out = Vec::with_capacity(objects.len() + 2);
+        out.push(Frame::BundleStart {
+            head,
+            objects: objects.len() as u32,
+            bytes,
+        });
+        out.extend(objects.into_iter().map(Frame::Object));
+        out.push(Frame::BundleEnd);
+        Ok(out)
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "Hello",
+        Frame::Refused(_) => "Refused",
+        Frame::UpToDate => "UpToDate",
+        Frame::Probe(_) => "Probe",
+        Frame::Known(_) => "Known",
+        Frame::BundleStart { .. } => "BundleStart",
+        Frame::Object(_) => "Object",
+        Frame::BundleEnd => "BundleEnd",
+    }
+}
+
+/// Collects the ids of every tree and blob under `root` into `have`.
+fn tree_ids(
+    src: &dyn ObjectSource,
+    root: &ObjectId,
+    have: &mut HashSet<ObjectId>,
+) -> Result<(), ObjectError> {
+    if !have.insert(*root) {
+        return Ok(());
+    }
+    let obj = src.expect(root, Kind::Tree)?;
+    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
+        ObjectError::Malformed {
+            id: *root,
+            reason: e.to_string(),
+        }
+    })?;
+    for e in tree.entries {
+        let id = e.oid.to_owned();
+        if e.mode.is_tree() {
+            tree_ids(src, &id, have)?;
+        } else {
+            have.insert(id);
+        }
+    }
+    Ok(())
+}
+
+/// Pushes every tree and blob under `root` not in `have` (and marks them had).
+fn push_tree(
+    src: &dyn ObjectSource,
+    root: &ObjectId,
+    have: &mut HashSet<ObjectId>,
+    out: &mut Vec<Object>,
+) -> Result<(), ObjectError> {
+    if !have.insert(*root) {
+        return Ok(());
+    }
+    let obj = src.expect(root, Kind::Tree)?;
+    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
+        ObjectError::Malformed {
+            id: *root,
+            reason: e.to_string(),
+        }
+    })?;
+    let entries: Vec<(bool, ObjectId)> = tree
+        .entries
+        .iter()
+        .map(|e| (e.mode.is_tree(), e.oid.to_owned()))
+        .collect();
+    out.push(obj);
+    for (is_tree, id) in entries {
+        if is_tree {
+            push_tree(src, &id, have, out)?;
+        } else if have.insert(id) {
+            out.push(src.expect(&id, Kind::Blob)?);
+        }
+    }
+    Ok(())
+}
+
+fn commit_tree(src: &dyn ObjectSource, id: &CommitId) -> Result<ObjectId, ObjectError> {
+    let obj = src.expect(&id.object_id(), Kind::Commit)?;
+    gix_object::CommitRefIter::from_bytes(&obj.data, gix_hash::Kind::Sha1)
+        .tree_id()
+        .map_err(|e| ObjectError::Malformed {
+            id: id.object_id(),
+            reason: e.to_string(),
+        })
+}
+
+/// The objects a peer that has `known` (and all their ancestors) lacks to have `head`:
+/// the missing commits, oldest first, each followed by the trees and blobs it introduces.
+pub fn bundle(
+    src: &dyn ObjectSource,
+    graph: &mut Graph,
+    head: CommitId,
+    known: &[CommitId],
+) -> Result<Vec<Object>, ObjectError> {
+    let mut commits = graph.missing(src, &[head], known)?;
+    commits.reverse();
+    let sent: HashSet<CommitId> = commits.iter().copied().collect();
+    // Trees the peer has: those of the boundary commits (known ones adjacent to what we send).
+    let mut have: HashSet<ObjectId> = HashSet::new();
+    let mut boundary: Vec<CommitId> = Vec::new();
+    for c in &commits {
+        for p in graph.parents(src, c)? {
+            if !sent.contains(&p) {
+                boundary.push(p);
+            }
+        }
+    }
+    boundary.sort();
+    boundary.dedup();
+    for b in &boundary {
+        tree_ids(src, &commit_tree(src, b)?, &mut have)?;
+    }
+    let mut out = Vec::new();
+    for c in &commits {
+        let tree = commit_tree(src, c)?;
+        push_tree(src, &tree, &mut have, &mut out)?;
+        out.push(src.expect(&c.object_id(), Kind::Commit)?);
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------ client
+
+enum ClientPhase {
+    AwaitAnswer,
+    Receiving {
+        head: CommitId,
+        objects: u32,
+        bytes: u64,
+        got: u32,
+        got_bytes: u64,
+    },
+    Done,
+}
+
+/// What a client step produced.
+#[derive(Debug)]
+pub enum ClientStep {
+    /// Send this frame to the server.
+    Send(Frame),
+    /// Received objects: put them in the quarantine.
+    Objects(Vec<Object>),
+    /// The session ended.
+    Done(Outcome),
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server had nothing new.
+    UpToDate,
+    /// A bundle was received (now in quarantine) with this tip.
+    Received {
+        /// The server's head.
+        head: CommitId,
+    },
+}
+
+/// The fetching side of one sync.
+pub struct Client {
+    conv: ConversationId,
+    head: Option<CommitId>,
+    phase: ClientPhase,
+    probe: Vec<CommitId>,
+    limits: BundleLimits,
+    /// Round trips so far (for benchmarks).
+    pub round_trips: u32,
+}
+
+impl Client {
+    /// A client fetching `conv`, having `head` (`None`: nothing yet).
+    pub fn new(conv: ConversationId, head: Option<CommitId>, limits: BundleLimits) -> Self {
+        Self {
+            conv,
+            head,
+            phase: ClientPhase::AwaitAnswer,
+            probe: Vec::new(),
+            limits,
+            round_trips: 1,
+        }
+    }
+
+    /// The opening frame.
+    pub fn hello(&self) -> Frame {
+        Frame::Hello {
+            version: wire::VERSION,
+            conv: self.conv,
+            head: self.head,
+        }
+    }
+
+    /// Whether the session is over.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, ClientPhase::Done)
+    }
+
+    /// Handles one frame from the server. `has` answers whether a commit is stored here.
+    pub fn handle(
+        &mut self,
+        frame: Frame,
+        has: &dyn Fn(&CommitId) -> bool,
+    ) -> Result<Vec<ClientStep>, SyncError> {
+        match (&mut self.phase, frame) {
+            (ClientPhase::AwaitAnswer, Frame::UpToDate) => {
+                self.phase = ClientPhase::Done;
+                Ok(vec![ClientStep::Done(Outcome::UpToDate)])
+            }
+            (ClientPhase::AwaitAnswer, Frame::Refused(r)) => {
+                self.phase = ClientPhase::Done;
+                Err(SyncError::Refused(r))
+            }
+            (ClientPhase::AwaitAnswer, Frame::Probe(ids)) => {
+                self.round_trips += 1;
+                let bits = ids.iter().map(|id| has(id)).collect();
+                self.probe = ids;
+                Ok(vec![ClientStep::Send(Frame::Known(bits))])
+            }
+            (
+                ClientPhase::AwaitAnswer,
+                Frame::BundleStart {
+                    head,
+                    objects,
+                    bytes,
+                },
+            ) => {
+                if objects > self.limits.max_objects || bytes > self.limits.max_bytes {
+                    self.phase = ClientPhase::Done;
+                    return Err(SyncError::Limit(format!(
+                        "announced {objects} objects / {bytes} bytes (limits {} / {})",
+                        self.limits.max_objects, self.limits.max_bytes
+                    )));
+                }
+                self.phase = ClientPhase::Receiving {
+                    head,
+                    objects,
+                    bytes,
+                    got: 0,
+                    got_bytes: 0,
+                };
+                Ok(vec![])
+            }
+            (
+                ClientPhase::Receiving {
+                    objects,
+                    bytes,
+                    got,
+                    got_bytes,
+                    ..
+                },
+                Frame::Object(o),
+            ) => {
+                *got += 1;
+                *got_bytes += o.data.len() as u64;
+                if *got > *objects || *got_bytes > *bytes {
+                    let msg = format!(
+                        "the peer sent more than it announced ({objects} objects, {bytes} bytes)"
+                    );
+                    self.phase = ClientPhase::Done;
+                    return Err(SyncError::Limit(msg));
+                }
+                Ok(vec![ClientStep::Objects(vec![o])])
+            }
+            (
+                ClientPhase::Receiving {
+                    head, objects, got, ..
+                },
+                Frame::BundleEnd,
+            ) => {
+                let (head, objects, got) = (*head, *objects, *got);
+                self.phase = ClientPhase::Done;
+                if got != objects {
+                    return Err(SyncError::Protocol(format!(
+                        "bundle ended after {got} of {objects} objects"
+                    )));
+                }
+                Ok(vec![ClientStep::Done(Outcome::Received { head })])
+            }
+            (_, other) => {
+                self.phase = ClientPhase::Done;
+                Err(SyncError::Protocol(format!(
+                    "unexpected frame {}",
+                    frame_name(&other)
+                )))
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ integration
+
+/// What [`integrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integrated {
+    /// The new commits, parents first (all validated).
+    pub new_commits: Vec<CommitId>,
+    /// The head before.
+    pub old_head: Option<CommitId>,
+    /// The head after.
+    pub head: CommitId,
+    /// The merge commit this device made, if any.
+    pub merge: Option<CommitId>,
+}
+
+/// Quarantined objects over stored ones.
+struct QuarantineView<'a> {
+    storage: &'a dyn Storage,
+    q: &'a QuarantineId,
+    extra: &'a BTreeMap<ObjectId, Object>,
+}
+
+impl ObjectSource for QuarantineView<'_> {
+    fn object(&self, id: &ObjectId) -> Result<Option<Object>, ObjectError> {
+        if let Some(o) = self.extra.get(id) {
+            return Ok(Some(o.clone()));
+        }
+        if let Some(o) = self.storage.quarantine_object(self.q, id)? {
+            if o.id() != *id {
+                return Err(ObjectError::Malformed {
+                    id: *id,
+                    reason: "content does not hash to its id".into(),
+                });
+            }
+            return Ok(Some(o));
+        }
+        if self.storage.head(&self.q.conv)?.is_none() {
+            return Ok(None);
+        }
+        ConversationObjects {
+            storage: self.storage,
+            conv: self.q.conv,
+        }
+        .object(id)
+    }
+}
+
+/// Validates the quarantined branch ending at `tip` and promotes it atomically, or drops the
+/// quarantine and returns the rejection. Chooses how the head moves:
+/// - `tip` already contained in our head: nothing;
+/// - our head's non-merge commits all contained in `tip` (fast-forward, or `tip` is an
+///   equivalent merge — the smaller id wins so that peers converge): head = `tip`;
+/// - `tip` contained in ours the same way: keep our head;
+/// - otherwise a merge commit signed by `signer` with the deterministic merge tree.
+///   If no signer is given, or this device may not sign in the merged tree, the branch is
+///   still stored but the head stays; another member will merge.
+pub fn integrate(
+    storage: &dyn Storage,
+    engine: &Engine,
+    graph: &mut Graph,
+    q: QuarantineId,
+    tip: CommitId,
+    signer: Option<&Signer<'_>>,
+    time: i64,
+) -> Result<Integrated, SyncError> {
+    let conv = q.conv;
+    // A local commit may move the head while we decide: then decide again (the quarantine
+    // is still there); a local commit is never blocked by a fetch.
+    for _ in 0..8 {
+        match integrate_inner(storage, engine, graph, &q, tip, signer, time) {
+            Ok((update, merge_objects, new_commits, merge)) => {
+                if !merge_objects.is_empty() {
+                    storage.quarantine_put(&q, &merge_objects)?;
+                }
+                let old_head = update.expected;
+                match storage.quarantine_promote(q.clone_id(), update) {
+                    Ok(()) => {
+                        return Ok(Integrated {
+                            new_commits,
+                            old_head,
+                            head: update.new,
+                            merge,
+                        })
+                    }
+                    Err(StorageError::HeadMoved { .. }) => continue,
+                    Err(e) => {
+                        let _ = storage.quarantine_drop(q);
+                        return Err(e.into());
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = storage.quarantine_drop(q);
+                if let SyncError::Rejected(r) = &e {
+                    tracing::warn!(target: "swarm_api::sync", %conv, commit = %r.commit, rule = r.violation.rule(), "refused a branch");
+                }
+                return Err(e);
+            }
+        }
+    }
+    let _ = storage.quarantine_drop(q);
+    Err(SyncError::Io("the head kept moving; try again".into()))
+}
+
+type Plan = (HeadUpdate, Vec<Object>, Vec<CommitId>, Option<CommitId>);
+
+fn integrate_inner(
+    storage: &dyn Storage,
+    engine: &Engine,
+    graph: &mut Graph,
+    q: &QuarantineId,
+    tip: CommitId,
+    signer: Option<&Signer<'_>>,
+    time: i64,
+) -> Result<Plan, SyncError> {
+    let conv = q.conv;
+    let extra = BTreeMap::new();
+    let view = QuarantineView {
+        storage,
+        q,
+        extra: &extra,
+    };
+    let head = storage.head(&conv)?;
+    let stored = |id: &CommitId| -> bool {
+        head.is_some() && matches!(storage.object(&conv, &id.object_id()), Ok(Some(_)))
+    };
+    let validated = engine.validate_branch(conv, &view, &stored, &[tip])?;
+    let new_commits = validated.commits().to_vec();
+    let Some(head) = head else {
+        // A clone: the branch must start at the conversation's initial commit.
+        return Ok((
+            HeadUpdate {
+                expected: None,
+                new: tip,
+            },
+            vec![],
+            new_commits,
+            None,
+        ));
+    };
+    let keep = HeadUpdate {
+        expected: Some(head),
+        new: head,
+    };
+    if graph.is_ancestor(&view, &tip, &head)? {
+        return Ok((keep, vec![], new_commits, None));
+    }
+    let tip_covers = graph.covers(&view, &tip, &head)?;
+    let head_covers = graph.covers(&view, &head, &tip)?;
+    if tip_covers && (!head_covers || tip < head) {
+        return Ok((
+            HeadUpdate {
+                expected: Some(head),
+                new: tip,
+            },
+            vec![],
+            new_commits,
+            None,
+        ));
+    }
+    if head_covers {
+        return Ok((keep, vec![], new_commits, None));
+    }
+    let Some(signer) = signer else {
+        return Ok((keep, vec![], new_commits, None));
+    };
+    // A merge commit with the deterministic tree.
+    let limits = TreeLimits::default();
+    let files_of = |graph: &mut Graph, c: &CommitId| -> Result<crate::object::Files, SyncError> {
+        let _ = graph;
+        Ok(read_tree(&view, &commit_tree(&view, c)?, limits)?)
+    };
+    let base = match graph.merge_base(&view, &head, &tip)? {
+        Some(b) => files_of(graph, &b)?,
+        None => Default::default(),
+    };
+    let ours = files_of(graph, &head)?;
+    let theirs = files_of(graph, &tip)?;
+    let merged = merge_files(&base, &ours, &head, &theirs, &tip);
+    let (tree, mut objects) = build_tree(&merged);
+    let commit = crate::commit::sign_commit(
+        signer.device,
+        signer.account.name(),
+        tree,
+        &[head, tip],
+        &crate::commit::merge_message(&tip),
+        time,
+    )
+    .map_err(|e| SyncError::Protocol(e.to_string()))?;
+    let merge_id = CommitId::from_object_id(&commit.id())
+        .ok_or_else(|| SyncError::Protocol("merge id".into()))?;
+    objects.push(commit);
+    // The merge goes through the same rules.
+    let extra: BTreeMap<ObjectId, Object> = objects.iter().map(|o| (o.id(), o.clone())).collect();
+    let view2 = QuarantineView {
+        storage,
+        q,
+        extra: &extra,
+    };
+    let known = |id: &CommitId| *id != merge_id && (stored(id) || new_commits.contains(id));
+    match engine.validate_branch(conv, &view2, &known, &[merge_id]) {
+        Ok(_) => {
+            graph.record(merge_id, vec![head, tip]);
+            Ok((
+                HeadUpdate {
+                    expected: Some(head),
+                    new: merge_id,
+                },
+                objects,
+                new_commits,
+                Some(merge_id),
+            ))
+        }
+        Err(r) => {
+            tracing::info!(target: "swarm_api::sync", %conv, reason = %r, "cannot sign a merge here; keeping our head");
+            Ok((keep, vec![], new_commits, None))
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ drivers
+
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    dec: &mut Decoder,
+) -> Result<Frame, SyncError> {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        if let Some(f) = dec.next_frame()? {
+            return Ok(f);
+        }
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(|e| SyncError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(SyncError::Io("the peer closed the stream".into()));
+        }
+        dec.push(&buf[..n]);
+    }
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[Frame],
+) -> Result<usize, SyncError> {
+    let mut n = 0;
+    for f in frames {
+        let bytes = f.encode();
+        n += bytes.len();
+        w.write_all(&bytes)
+            .await
+            .map_err(|e| SyncError::Io(e.to_string()))?;
+    }
+    w.flush().await.map_err(|e| SyncError::Io(e.to_string()))?;
+    Ok(n)
+}
+
+/// Serves one sync on `stream` to the authenticated `peer`. Storage and graph are accessed
+/// through `with` so the caller controls locking.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    peer: Peer,
+    storage: &dyn Storage,
+    engine: &Engine,
+    graph: &std::sync::Mutex<Graph>,
+) -> Result<ServerStats, SyncError> {
+    let mut server = Server::new(peer);
+    let mut dec = Decoder::new();
+    while !server.is_done() {
+        let frame = read_frame(stream, &mut dec).await?;
+        let out = {
+            let mut g = graph
+                .lock()
+                .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
+            server.handle(frame, storage, engine, &mut g)?
+        };
+        write_frames(stream, &out).await?;
+    }
+    Ok(server.stats())
+}
+
+/// Statistics of one fetch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Round trips (Hello counts as one).
+    pub round_trips: u32,
+    /// Bytes sent by this side (the negotiation).
+    pub bytes_sent: usize,
+    /// Objects received.
+    pub objects: usize,
+}
+
+/// Fetches `conv` from the peer on `stream` into a quarantine of `storage`, then
+/// [`integrate`]s it. Returns `None` if the peer had nothing new.
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    conv: ConversationId,
+    storage: &dyn Storage,
+    engine: &Engine,
+    graph: &std::sync::Mutex<Graph>,
+    signer: Option<&Signer<'_>>,
+    time: i64,
+    limits: BundleLimits,
+) -> Result<(Option<Integrated>, FetchStats), SyncError> {
+    let head = storage.head(&conv)?;
+    let mut client = Client::new(conv, head, limits);
+    let mut stats = FetchStats::default();
+    stats.bytes_sent += write_frames(stream, &[client.hello()]).await?;
+    let mut dec = Decoder::new();
+    let mut quarantine: Option<QuarantineId> = None;
+    let mut batch: Vec<Object> = Vec::new();
+    let has = |id: &CommitId| {
+        head.is_some() && matches!(storage.object(&conv, &id.object_id()), Ok(Some(_)))
+    };
+    let outcome = loop {
+        let frame = match read_frame(stream, &mut dec).await {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(q) = quarantine.take() {
+                    let _ = storage.quarantine_drop(q);
+                }
+                return Err(e);
+            }
+        };
+        let steps = match client.handle(frame, &has) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(q) = quarantine.take() {
+                    let _ = storage.quarantine_drop(q);
+                }
+                return Err(e);
+            }
+        };
+        let mut done = None;
+        for step in steps {
+            match step {
+                ClientStep::Send(f) => stats.bytes_sent += write_frames(stream, &[f]).await?,
+                ClientStep::Objects(objs) => {
+                    stats.objects += objs.len();
+                    batch.extend(objs);
+                    if batch.len() >= 256 {
+                        let q = match &quarantine {
+                            Some(q) => q,
+                            None => quarantine.insert(storage.quarantine_open(&conv)?),
+                        };
+                        storage.quarantine_put(q, &batch)?;
+                        batch.clear();
+                    }
+                }
+                ClientStep::Done(o) => done = Some(o),
+            }
+        }
+        if let Some(o) = done {
+            break o;
+        }
+    };
+    stats.round_trips = client.round_trips;
+    match outcome {
+        Outcome::UpToDate => Ok((None, stats)),
+        Outcome::Received { head: tip } => {
+            let q = match quarantine.take() {
+                Some(q) => q,
+                None => storage.quarantine_open(&conv)?,
+            };
+            if !batch.is_empty() {
+                storage.quarantine_put(&q, &batch)?;
+            }
+            let mut g = graph
+                .lock()
+                .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
+            let integrated = integrate(storage, engine, &mut g, q, tip, signer, time)?;
+            Ok((Some(integrated), stats))
+        }
+    }
+}

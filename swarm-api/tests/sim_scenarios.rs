@@ -1,0 +1,560 @@
+//! Scenario tests of sync, merge and order on the simulated network (virtual time).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_core::OsRng;
+use swarm_api::body::{Body, Mode, VoteAction};
+use swarm_api::id::{CommitId, ConversationId, Target};
+use swarm_api::identity::Account;
+use swarm_api::node::{Event, LocalIdentity, Node, NodeConfig};
+use swarm_api::ops;
+use swarm_api::repo::{create_conversation, Repo};
+use swarm_api::sim::SimNetwork;
+use swarm_api::storage::{MemoryStorage, Storage};
+use swarm_api::validate::{Engine, MemberRole};
+use swarm_api::DeviceId;
+use time::OffsetDateTime;
+
+struct Peer {
+    node: Node,
+    storage: Arc<MemoryStorage>,
+    account: Arc<Account>,
+}
+
+impl Peer {
+    fn dev(&self) -> DeviceId {
+        self.node.peer().device
+    }
+    fn head(&self, conv: ConversationId) -> Option<CommitId> {
+        self.storage.head(&conv).unwrap()
+    }
+    /// Non-merge commits in display order.
+    fn timeline(&self, conv: ConversationId) -> Vec<CommitId> {
+        let repo = Repo::open(&*self.storage, conv).unwrap();
+        repo.history()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.parents.len() < 2)
+            .map(|c| c.id)
+            .collect()
+    }
+    fn role(&self, conv: ConversationId, of: &Peer) -> Option<MemberRole> {
+        let repo = Repo::open(&*self.storage, conv).unwrap();
+        repo.state(&repo.head().unwrap())
+            .unwrap()
+            .role(&of.account.uri())
+    }
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        sync_timeout: Duration::from_secs(10),
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(64),
+        ..NodeConfig::default()
+    }
+}
+
+fn peer(net: &SimNetwork, name: &str) -> Peer {
+    let now = OffsetDateTime::now_utc();
+    let account = Arc::new(Account::generate(name, now, &mut OsRng).unwrap());
+    let device = account.new_device(now, &mut OsRng).unwrap();
+    let crl = account.crl(&[], 1, now).unwrap();
+    let me = LocalIdentity {
+        account: account.cert().clone(),
+        device,
+        crl,
+    };
+    let storage = Arc::new(MemoryStorage::new());
+    let transport = Arc::new(net.join(me.peer()));
+    let node = Node::new(
+        me,
+        storage.clone(),
+        transport,
+        Arc::new(Engine::default()),
+        config(),
+    );
+    let runner = node.clone();
+    tokio::spawn(async move { runner.run().await });
+    Peer {
+        node,
+        storage,
+        account,
+    }
+}
+
+/// Waits (in virtual time) until `cond` holds; panics after `deadline`.
+async fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < deadline,
+            "condition not reached within {deadline:?}"
+        );
+        tokio::time::advance(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Alice creates a conversation; every other peer is invited, clones it from Alice and joins.
+async fn group(net: &SimNetwork, names: &[&str], mode: Mode) -> (Vec<Peer>, ConversationId) {
+    let peers: Vec<Peer> = names.iter().map(|n| peer(net, n)).collect();
+    let alice = &peers[0];
+    let conv = create_conversation(
+        &*alice.storage,
+        &alice.node.identity().signer(),
+        mode,
+        None,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    for p in &peers[1..] {
+        alice
+            .node
+            .commit(
+                conv,
+                &ops::invite(p.account.uri()).0,
+                &ops::invite(p.account.uri()).1,
+            )
+            .await
+            .unwrap();
+    }
+    for p in &peers[1..] {
+        p.node.sync_from(conv, alice.dev()).await.unwrap();
+        let st = {
+            let repo = Repo::open(&*p.storage, conv).unwrap();
+            repo.state(&repo.head().unwrap()).unwrap()
+        };
+        let (body, changes) = ops::join(&st, p.account.cert());
+        p.node.commit(conv, &body, &changes).await.unwrap();
+    }
+    converge(&peers, conv).await;
+    (peers, conv)
+}
+
+/// Lets announcements flow and, as on reconnection, every peer fetch from the others until
+/// all heads are equal.
+async fn converge(peers: &[Peer], conv: ConversationId) {
+    for _ in 0..20 {
+        let heads: BTreeSet<_> = peers.iter().map(|p| p.head(conv)).collect();
+        if heads.len() == 1 {
+            return;
+        }
+        for p in peers {
+            p.node.sync_all(conv).await;
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+    let heads: Vec<_> = peers.iter().map(|p| p.head(conv)).collect();
+    panic!("peers did not converge: {heads:?}");
+}
+
+fn assert_agree(peers: &[Peer], conv: ConversationId, sent: &[CommitId]) {
+    let first = peers[0].timeline(conv);
+    for p in peers {
+        assert_eq!(p.head(conv), peers[0].head(conv));
+        let t = p.timeline(conv);
+        assert_eq!(t, first, "display orders differ");
+        let set: BTreeSet<_> = t.iter().collect();
+        assert_eq!(set.len(), t.len(), "a message is displayed twice");
+        for s in sent {
+            assert!(set.contains(s), "message {s} lost");
+        }
+    }
+    for p in peers {
+        Repo::open(&*p.storage, conv).unwrap().verify().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_peers_converge() {
+    let net = SimNetwork::new(1);
+    let (peers, conv) = group(&net, &["Alice", "Bob"], Mode::InvitesOnly).await;
+    let a = peers[0].node.send(conv, "hi Bob").await.unwrap();
+    let b = peers[1].node.send(conv, "hi Alice").await.unwrap();
+    converge(&peers, conv).await;
+    assert_agree(&peers, conv, &[a, b]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_both_sides_chat_heal_and_agree() {
+    let net = SimNetwork::new(2);
+    net.set_latency(Duration::from_millis(30));
+    let (peers, conv) = group(&net, &["Alice", "Bob", "Carla", "Denys"], Mode::InvitesOnly).await;
+    net.partition(&[
+        vec![peers[0].dev(), peers[1].dev()],
+        vec![peers[2].dev(), peers[3].dev()],
+    ]);
+    let mut sent = vec![];
+    for round in 0..3 {
+        for (i, p) in peers.iter().enumerate() {
+            sent.push(
+                p.node
+                    .send(conv, &format!("round {round} from {i}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    // Each side converged on its own; the sides differ.
+    wait_for(Duration::from_secs(60), || {
+        peers[0].head(conv) == peers[1].head(conv) && peers[2].head(conv) == peers[3].head(conv)
+    })
+    .await;
+    assert_ne!(peers[0].head(conv), peers[2].head(conv));
+    net.heal();
+    converge(&peers, conv).await;
+    assert_agree(&peers, conv, &sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_commit_gets_the_whole_branch_refused() {
+    let net = SimNetwork::new(3);
+    let (peers, conv) = group(&net, &["Alice", "Bob"], Mode::InvitesOnly).await;
+    let (alice, bob) = (&peers[0], &peers[1]);
+    let mut events = alice.node.events();
+    let before = alice.head(conv);
+    // Bob's storage gets two good messages and then a forged one (tampered after signing),
+    // written directly, bypassing validation, as a hostile peer would.
+    let repo = Repo::open(&*bob.storage, conv).unwrap();
+    let signer = bob.node.identity().signer();
+    let t = OffsetDateTime::now_utc().unix_timestamp();
+    let d1 = repo
+        .draft(
+            &signer,
+            &[bob.head(conv).unwrap()],
+            &Body::text("good 1").to_message(),
+            &[],
+            false,
+            t,
+        )
+        .unwrap();
+    bob.storage
+        .write(
+            &conv,
+            &d1.objects,
+            swarm_api::storage::HeadUpdate {
+                expected: bob.head(conv),
+                new: d1.id,
+            },
+        )
+        .unwrap();
+    let d2 = repo
+        .draft(
+            &signer,
+            &[d1.id],
+            &Body::text("good 2").to_message(),
+            &[],
+            false,
+            t,
+        )
+        .unwrap();
+    let forged_text = String::from_utf8(d2.objects.last().unwrap().data.clone())
+        .unwrap()
+        .replace("good 2", "evil 2");
+    let forged = swarm_api::object::Object {
+        kind: swarm_api::object::Kind::Commit,
+        data: forged_text.into_bytes(),
+    };
+    let forged_id = CommitId::from_object_id(&forged.id()).unwrap();
+    let mut objs = d2.objects.clone();
+    objs.pop();
+    objs.push(forged);
+    bob.storage
+        .write(
+            &conv,
+            &objs,
+            swarm_api::storage::HeadUpdate {
+                expected: Some(d1.id),
+                new: forged_id,
+            },
+        )
+        .unwrap();
+    bob.node.announce(conv, forged_id).await;
+    let rejected = loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("an event")
+            .unwrap()
+        {
+            Event::SyncRejected {
+                peer, commit, rule, ..
+            } => break (peer, commit, rule),
+            _ => continue,
+        }
+    };
+    assert_eq!(rejected, (bob.dev(), forged_id, "signature"));
+    assert_eq!(alice.head(conv), before, "nothing of the branch is kept");
+    assert!(
+        alice
+            .storage
+            .object(&conv, &d1.id.object_id())
+            .unwrap()
+            .is_none(),
+        "not even the good commits"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_bans_across_a_partition_converge_identically() {
+    let net = SimNetwork::new(4);
+    let (peers, conv) = Box::pin(group(
+        &net,
+        &["Alice", "Bob", "Carla", "Denys"],
+        Mode::InvitesOnly,
+    ))
+    .await;
+    let (a, b, c, d) = (&peers[0], &peers[1], &peers[2], &peers[3]);
+    // Alice, Bob and Carla become admins.
+    for who in [b, c] {
+        let st = {
+            let r = Repo::open(&*a.storage, conv).unwrap();
+            r.state(&r.head().unwrap()).unwrap()
+        };
+        let (body, ch) = ops::vote(
+            &st,
+            &a.account.uri(),
+            Target::Account(who.account.uri()),
+            VoteAction::Promote,
+        )
+        .unwrap();
+        a.node.commit(conv, &body, &ch).await.unwrap();
+        let st = {
+            let r = Repo::open(&*a.storage, conv).unwrap();
+            r.state(&r.head().unwrap()).unwrap()
+        };
+        if st.vote_passed(
+            swarm_api::layout::VoteDir::Promote,
+            &Target::Account(who.account.uri()),
+        ) {
+            let (body, ch) = {
+                let r = Repo::open(&*a.storage, conv).unwrap();
+                ops::apply_vote(
+                    &r,
+                    &st,
+                    Target::Account(who.account.uri()),
+                    VoteAction::Promote,
+                )
+                .unwrap()
+            };
+            a.node.commit(conv, &body, &ch).await.unwrap();
+        } else {
+            converge(&peers, conv).await;
+            let st = {
+                let r = Repo::open(&*b.storage, conv).unwrap();
+                r.state(&r.head().unwrap()).unwrap()
+            };
+            let (body, ch) = ops::vote(
+                &st,
+                &b.account.uri(),
+                Target::Account(who.account.uri()),
+                VoteAction::Promote,
+            )
+            .unwrap();
+            b.node.commit(conv, &body, &ch).await.unwrap();
+            let st = {
+                let r = Repo::open(&*b.storage, conv).unwrap();
+                r.state(&r.head().unwrap()).unwrap()
+            };
+            let (body, ch) = {
+                let r = Repo::open(&*b.storage, conv).unwrap();
+                ops::apply_vote(
+                    &r,
+                    &st,
+                    Target::Account(who.account.uri()),
+                    VoteAction::Promote,
+                )
+                .unwrap()
+            };
+            b.node.commit(conv, &body, &ch).await.unwrap();
+        }
+        Box::pin(converge(&peers, conv)).await;
+    }
+    assert_eq!(a.role(conv, c), Some(MemberRole::Admin));
+    // 2-vs-1 split: Alice+Bob | Carla+Denys. Alice and Bob ban Carla; Carla votes to ban
+    // Alice (1 of 3: pending); Denys chats.
+    net.partition(&[vec![a.dev(), b.dev()], vec![c.dev(), d.dev()]]);
+    for voter in [a, b] {
+        let st = {
+            let r = Repo::open(&*voter.storage, conv).unwrap();
+            r.state(&r.head().unwrap()).unwrap()
+        };
+        let (body, ch) = ops::vote(
+            &st,
+            &voter.account.uri(),
+            Target::Account(c.account.uri()),
+            VoteAction::Ban,
+        )
+        .unwrap();
+        voter.node.commit(conv, &body, &ch).await.unwrap();
+        converge(&peers[..2], conv).await;
+    }
+    let st = {
+        let r = Repo::open(&*a.storage, conv).unwrap();
+        r.state(&r.head().unwrap()).unwrap()
+    };
+    let (body, ch) = {
+        let r = Repo::open(&*a.storage, conv).unwrap();
+        ops::apply_vote(&r, &st, Target::Account(c.account.uri()), VoteAction::Ban).unwrap()
+    };
+    a.node.commit(conv, &body, &ch).await.unwrap();
+    let st = {
+        let r = Repo::open(&*c.storage, conv).unwrap();
+        r.state(&r.head().unwrap()).unwrap()
+    };
+    let (body, ch) = ops::vote(
+        &st,
+        &c.account.uri(),
+        Target::Account(a.account.uri()),
+        VoteAction::Ban,
+    )
+    .unwrap();
+    c.node.commit(conv, &body, &ch).await.unwrap();
+    let msg = d.node.send(conv, "did something happen?").await.unwrap();
+    converge(&peers[..2], conv).await;
+    converge(&peers[2..], conv).await;
+    net.heal();
+    // Denys' side (with Carla's vote) merges into Alice and Bob's (with Carla's ban): the
+    // valid branch of one side is never a reason to refuse the other.
+    let staying = [&peers[0], &peers[1], &peers[3]];
+    for _ in 0..10 {
+        for p in staying {
+            p.node.sync_all(conv).await;
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    let heads: BTreeSet<_> = staying.iter().map(|p| p.head(conv)).collect();
+    assert_eq!(heads.len(), 1, "Alice, Bob and Denys converge");
+    for p in staying {
+        assert_eq!(p.role(conv, c), Some(MemberRole::Banned));
+        assert_eq!(
+            p.role(conv, a),
+            Some(MemberRole::Admin),
+            "Carla's vote no longer counts"
+        );
+        assert!(
+            p.timeline(conv).contains(&msg),
+            "Denys' message survives the healing"
+        );
+        Repo::open(&*p.storage, conv).unwrap().verify().unwrap();
+    }
+    assert_eq!(peers[0].timeline(conv), peers[3].timeline(conv));
+    // Carla, banned, is not served any more.
+    let err = c.node.sync_from(conv, a.dev()).await.unwrap_err();
+    assert!(err.to_string().contains("banned"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_fetch_never_blocks_a_local_commit() {
+    let net = SimNetwork::new(5);
+    let (peers, conv) = group(&net, &["Alice", "Bob"], Mode::InvitesOnly).await;
+    let (alice, bob) = (&peers[0], &peers[1]);
+    net.set_silent(bob.dev(), true);
+    let node = alice.node.clone();
+    let bob_dev = bob.dev();
+    let fetch = tokio::spawn(async move { node.sync_from(conv, bob_dev).await });
+    tokio::task::yield_now().await;
+    // The fetch hangs on a peer that never answers; Alice's own message lands at once.
+    let id = alice.node.send(conv, "not blocked").await.unwrap();
+    assert_eq!(alice.head(conv), Some(id));
+    assert!(!fetch.is_finished());
+    let r = fetch.await.unwrap();
+    assert!(r.is_err(), "the stalled fetch times out");
+    assert!(alice.node.backoff_of(&bob_dev).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_against_a_peer_sending_an_invalid_branch() {
+    let net = SimNetwork::new(6);
+    let (peers, conv) = group(&net, &["Alice", "Bob"], Mode::InvitesOnly).await;
+    let (alice, bob) = (&peers[0], &peers[1]);
+    // Bob's head is a commit with a bad signature.
+    let repo = Repo::open(&*bob.storage, conv).unwrap();
+    let d = repo
+        .draft(
+            &bob.node.identity().signer(),
+            &[bob.head(conv).unwrap()],
+            &Body::text("x").to_message(),
+            &[],
+            false,
+            1_800_000_000,
+        )
+        .unwrap();
+    let text = String::from_utf8(d.objects.last().unwrap().data.clone())
+        .unwrap()
+        .replace("\"x\"", "\"y\"");
+    let bad = swarm_api::object::Object {
+        kind: swarm_api::object::Kind::Commit,
+        data: text.into_bytes(),
+    };
+    let bad_id = CommitId::from_object_id(&bad.id()).unwrap();
+    let mut objs = d.objects.clone();
+    objs.pop();
+    objs.push(bad);
+    bob.storage
+        .write(
+            &conv,
+            &objs,
+            swarm_api::storage::HeadUpdate {
+                expected: bob.head(conv),
+                new: bad_id,
+            },
+        )
+        .unwrap();
+    let before = alice.node.fetch_attempts();
+    // Bob announces every second for 10 minutes.
+    for _ in 0..600 {
+        bob.node.announce(conv, bad_id).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
+    let attempts = alice.node.fetch_attempts() - before;
+    // 1+2+4+...+64 s, then every 64 s: about 15 attempts, not 600.
+    assert!(attempts >= 5 && attempts <= 20, "{attempts} fetch attempts");
+    assert_eq!(
+        alice.node.backoff_of(&bob.dev()),
+        Some(Duration::from_secs(64)),
+        "the delay is capped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn criss_cross_merges_lose_no_message() {
+    let net = SimNetwork::new(7);
+    let (peers, conv) = group(&net, &["Alice", "Bob"], Mode::InvitesOnly).await;
+    let (a, b) = (&peers[0], &peers[1]);
+    let mut sent = vec![];
+    for round in 0..4 {
+        net.partition(&[vec![a.dev()], vec![b.dev()]]);
+        sent.push(a.node.send(conv, &format!("a{round}")).await.unwrap());
+        sent.push(b.node.send(conv, &format!("b{round}")).await.unwrap());
+        net.heal();
+        // Both merge at the same time: criss-cross.
+        let (ra, rb) = tokio::join!(
+            a.node.sync_from(conv, b.dev()),
+            b.node.sync_from(conv, a.dev())
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    converge(&peers, conv).await;
+    // Every displayed entry is a non-merge commit of the DAG, each exactly once, and every
+    // message is there.
+    for p in &peers {
+        let repo = Repo::open(&*p.storage, conv).unwrap();
+        let all: Vec<_> = repo.history().unwrap();
+        let non_merge: BTreeSet<_> = all
+            .iter()
+            .filter(|c| c.parents.len() < 2)
+            .map(|c| c.id)
+            .collect();
+        let shown = p.timeline(conv);
+        assert_eq!(shown.len(), non_merge.len());
+        assert_eq!(shown.iter().copied().collect::<BTreeSet<_>>(), non_merge);
+    }
+    assert_agree(&peers, conv, &sent);
+}
