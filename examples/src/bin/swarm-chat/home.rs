@@ -6,7 +6,9 @@
 //! <home>/identity/device.key    PKCS#8 PEM, mode 0600
 //! <home>/identity/device.crt    device certificate issued by the account
 //! <home>/identity/account.crl   the account's current CRL
-//! <home>/conversations/<id>/    one bare Git repository per conversation
+//! <home>/storage.json           {"backend":"git"} or {"backend":"sled"}: chosen once
+//! <home>/conversations/<id>/    git backend: one bare Git repository per conversation
+//! <home>/sled/                  sled backend: one database for all conversations
 //! ```
 //! Private keys never enter a repository.
 
@@ -17,7 +19,39 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use swarm_api::identity::{Account, Crl, Device};
 use swarm_api::repo::Signer;
+use swarm_api::storage::Storage;
+use swarm_git::GitStorage;
+use swarm_sled::SledStorage;
 use time::OffsetDateTime;
+
+/// Where a home keeps its conversations.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One bare Git repository per conversation (stock git reads them).
+    Git,
+    /// One sled database for all conversations.
+    Sled,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Git => "git",
+            Backend::Sled => "sled",
+        }
+    }
+}
+
+/// The remembered choice (`<home>/storage.json`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StorageConfig {
+    backend: Backend,
+}
+
+const CONFIG: &str = "storage.json";
 
 /// A loaded identity.
 pub struct Identity {
@@ -51,6 +85,82 @@ impl Home {
 
     pub fn conversations_dir(&self) -> PathBuf {
         self.dir.join("conversations")
+    }
+
+    fn sled_dir(&self) -> PathBuf {
+        self.dir.join("sled")
+    }
+
+    fn remembered_backend(&self) -> Result<Option<Backend>> {
+        let path = self.dir.join(CONFIG);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let config: StorageConfig = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is damaged", path.display()))?;
+                Ok(Some(config.backend))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// The backend of this home: the remembered one, else `requested` (default git), which is
+    /// then remembered. Asking for another backend than the remembered one is refused: the
+    /// conversations would seem to vanish.
+    pub fn backend(&self, requested: Option<Backend>) -> Result<Backend> {
+        let remembered = match self.remembered_backend()? {
+            Some(b) => Some(b),
+            // A home made before backends were remembered keeps Git repositories.
+            None if fs::read_dir(self.conversations_dir())
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false) =>
+            {
+                Some(Backend::Git)
+            }
+            None => None,
+        };
+        match (remembered, requested) {
+            (Some(r), Some(q)) if r != q => bail!(
+                "this home keeps its conversations in the {} backend; refusing to switch it to {} \
+                 (to move conversations, `swarm-chat conv export CONV DIR` them here and \
+                 `swarm-chat --backend {} conv import DIR` them in another home)",
+                r.name(),
+                q.name(),
+                q.name()
+            ),
+            (Some(r), _) => {
+                if self.remembered_backend()?.is_none() {
+                    self.remember(r)?;
+                }
+                Ok(r)
+            }
+            (None, q) => {
+                let b = q.unwrap_or(Backend::Git);
+                self.remember(b)?;
+                Ok(b)
+            }
+        }
+    }
+
+    fn remember(&self, backend: Backend) -> Result<()> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.dir.join(CONFIG);
+        let tmp = self.dir.join(format!("{CONFIG}.tmp"));
+        fs::write(&tmp, serde_json::to_string(&StorageConfig { backend })?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Opens the conversation storage of `backend`.
+    pub fn open_storage(&self, backend: Backend) -> Result<Box<dyn Storage>> {
+        Ok(match backend {
+            Backend::Git => Box::new(GitStorage::open(self.conversations_dir())?),
+            Backend::Sled => Box::new(SledStorage::open(self.sled_dir()).with_context(|| {
+                "cannot open the sled database (is another swarm-chat using this home?)"
+            })?),
+        })
     }
 
     pub fn has_identity(&self) -> bool {

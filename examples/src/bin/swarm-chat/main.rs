@@ -1,14 +1,17 @@
 //! `swarm-chat`: the reference command-line client of swarm.
 //!
 //! Every command takes `--home DIR` (default `$SWARM_HOME`, else the platform data dir) and
-//! `--json` (one JSON object on stdout, for scripts). Errors are one line on stderr and a
-//! non-zero exit status.
+//! `--json` (one JSON object on stdout, for scripts), and `--backend git|sled` (where the home
+//! keeps its conversations; chosen once per home and remembered). Errors are one line on
+//! stderr and a non-zero exit status.
 
 mod home;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::home::{Backend, Home};
 use anyhow::{anyhow, Context as _, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -21,9 +24,6 @@ use swarm_api::repo::{create_conversation, Repo};
 use swarm_api::storage::Storage;
 use swarm_api::validate::{Engine, State};
 use swarm_api::{AccountUri, ConversationId};
-use swarm_git::GitStorage;
-
-use crate::home::Home;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,10 @@ struct Cli {
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Where this home keeps its conversations (default git). Chosen by the first command
+    /// that needs it and remembered in the home; another backend is refused afterwards.
+    #[arg(long, global = true, value_enum)]
+    backend: Option<Backend>,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +103,19 @@ enum ConvCommand {
     },
     /// List conversations.
     List,
+    /// Write a conversation as a bare Git repository at DIR (same ids; stock git reads it).
+    Export {
+        /// The conversation id.
+        conv: String,
+        /// The new repository (must not exist, or be empty).
+        dir: PathBuf,
+    },
+    /// Validate the Git repository at DIR from its initial commit and store the conversation
+    /// in this home's backend.
+    Import {
+        /// The Git repository.
+        dir: PathBuf,
+    },
     /// Print the path of a conversation's Git repository.
     Repo {
         /// The conversation id.
@@ -191,11 +208,13 @@ fn parse_conv(s: &str) -> Result<ConversationId> {
 struct App {
     home: Home,
     json: bool,
+    backend: Option<Backend>,
 }
 
 impl App {
-    fn storage(&self) -> Result<GitStorage> {
-        Ok(GitStorage::open(self.home.conversations_dir())?)
+    fn storage(&self) -> Result<Box<dyn Storage>> {
+        let backend = self.home.backend(self.backend)?;
+        self.home.open_storage(backend)
     }
 
     fn repo<'s>(&self, storage: &'s dyn Storage, conv: &str) -> Result<Repo<'s>> {
@@ -224,6 +243,7 @@ impl App {
         match command {
             Command::Id(IdCommand::New { name }) => {
                 let id = self.home.create_identity(&name)?;
+                self.home.backend(self.backend)?;
                 let (uri, dev) = (id.account.uri(), id.device.id());
                 self.out(json!({"uri": uri, "device": dev, "name": name}), || {
                     format!("uri {uri}\ndevice {dev}")
@@ -245,7 +265,8 @@ impl App {
                     .transpose()?;
                 let id = self.home.identity()?;
                 let storage = self.storage()?;
-                let conv = create_conversation(&storage, &id.signer(), mode, invited, now_secs())?;
+                let conv =
+                    create_conversation(storage.as_ref(), &id.signer(), mode, invited, now_secs())?;
                 self.out(json!({"conversation": conv, "mode": mode.name()}), || {
                     conv.to_string()
                 });
@@ -263,15 +284,49 @@ impl App {
             }
             Command::Conv(ConvCommand::Repo { conv }) => {
                 let storage = self.storage()?;
-                let repo = self.repo(&storage, &conv)?;
-                let path = storage
-                    .location(&repo.id())
-                    .ok_or_else(|| anyhow!("conversation {conv} has no Git repository"))?;
+                let repo = self.repo(storage.as_ref(), &conv)?;
+                let path = storage.location(&repo.id()).ok_or_else(|| {
+                    anyhow!(
+                        "conversation {conv} has no Git repository in the {} backend \
+                         (write one with `swarm-chat conv export {conv} DIR`)",
+                        storage.backend_name()
+                    )
+                })?;
                 self.out(json!({"path": path}), || path.display().to_string());
+            }
+            Command::Conv(ConvCommand::Export { conv, dir }) => {
+                let storage = self.storage()?;
+                let id = parse_conv(&conv)?;
+                let objects = transfer::export(storage.as_ref(), id, &dir)?;
+                let head = storage.head(&id)?;
+                self.out(
+                    json!({"conversation": id, "head": head, "path": dir, "objects": objects}),
+                    || format!("{}", dir.display()),
+                );
+            }
+            Command::Conv(ConvCommand::Import { dir }) => {
+                let storage = self.storage()?;
+                match transfer::import(storage.as_ref(), &dir)? {
+                    transfer::Imported::New {
+                        conv,
+                        head,
+                        commits,
+                        objects,
+                    } => self.out(
+                        json!({"conversation": conv, "head": head, "commits": commits,
+                               "objects": objects, "backend": storage.backend_name()}),
+                        || conv.to_string(),
+                    ),
+                    transfer::Imported::AlreadyThere { conv, head } => self.out(
+                        json!({"conversation": conv, "head": head, "already_stored": true,
+                               "backend": storage.backend_name()}),
+                        || format!("{conv} (already stored)"),
+                    ),
+                }
             }
             Command::Conv(ConvCommand::AllowedSigners { conv }) => {
                 let storage = self.storage()?;
-                let repo = self.repo(&storage, &conv)?;
+                let repo = self.repo(storage.as_ref(), &conv)?;
                 let head = repo.head()?;
                 let lines: Vec<String> = repo
                     .device_certs(&head)?
@@ -283,13 +338,13 @@ impl App {
             Command::Send { conv, text } => {
                 let id = self.home.identity()?;
                 let storage = self.storage()?;
-                let repo = self.repo(&storage, &conv)?;
+                let repo = self.repo(storage.as_ref(), &conv)?;
                 let commit = repo.append(&id.signer(), &Body::text(text), &[], now_secs())?;
                 self.out(json!({"commit": commit}), || commit.to_string());
             }
             Command::Log { conv, limit } => {
                 let storage = self.storage()?;
-                let repo = self.repo(&storage, &conv)?;
+                let repo = self.repo(storage.as_ref(), &conv)?;
                 let entries = log_entries(&repo, limit)?;
                 self.out(json!({"messages": entries}), || {
                     entries
@@ -310,7 +365,7 @@ impl App {
             }
             Command::Conv(ConvCommand::Members { conv }) => {
                 let storage = self.storage()?;
-                let repo = self.repo(&storage, &conv)?;
+                let repo = self.repo(storage.as_ref(), &conv)?;
                 let st = repo.state(&repo.head()?)?;
                 let mut rows: Vec<(String, &str)> = Vec::new();
                 for (set, role) in [
@@ -410,7 +465,7 @@ impl App {
                     }
                 }
             }
-            Command::Demo => demo(self.json)?,
+            Command::Demo => demo(self.json, self.backend)?,
         }
         Ok(())
     }
@@ -429,7 +484,7 @@ impl App {
     ) -> Result<CommitId> {
         let id = self.home.identity()?;
         let storage = self.storage()?;
-        let repo = self.repo(&storage, conv)?;
+        let repo = self.repo(storage.as_ref(), conv)?;
         let st = repo.state(&repo.head()?)?;
         let (body, changes) = op(&repo, &id, &st)?;
         let commit = repo.append(&id.signer(), &body, &changes, now_secs())?;
@@ -443,7 +498,7 @@ impl App {
     fn vote(&self, conv: &str, target: Target, action: VoteAction) -> Result<()> {
         let id = self.home.identity()?;
         let storage = self.storage()?;
-        let repo = self.repo(&storage, conv)?;
+        let repo = self.repo(storage.as_ref(), conv)?;
         let st = repo.state(&repo.head()?)?;
         let (body, changes) = ops::vote(&st, &id.account.uri(), target, action)?;
         let vote = repo.append(&id.signer(), &body, &changes, now_secs())?;
@@ -494,22 +549,23 @@ fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
         .collect())
 }
 
-fn demo(json_out: bool) -> Result<()> {
+fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary home")?;
     let app = App {
         home: Home::new(dir.path().join("alice")),
         json: false,
+        backend,
     };
     let alice = app.home.create_identity("Alice")?;
     let storage = app.storage()?;
     let conv = create_conversation(
-        &storage,
+        storage.as_ref(),
         &alice.signer(),
         Mode::InvitesOnly,
         None,
         now_secs(),
     )?;
-    let repo = Repo::open(&storage, conv)?;
+    let repo = Repo::open(storage.as_ref(), conv)?;
     for text in [
         "Hello, swarm!",
         "Every message is a signed Git commit.",
@@ -580,6 +636,7 @@ fn main() -> ExitCode {
         App {
             home: Home::new(dir),
             json: cli.json,
+            backend: cli.backend,
         }
         .run(cli.command)
     })();
