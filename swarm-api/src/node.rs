@@ -184,6 +184,7 @@ struct Inner {
     graphs: std::sync::Mutex<HashMap<ConversationId, Arc<std::sync::Mutex<Graph>>>>,
     backoff: std::sync::Mutex<HashMap<DeviceId, Backoff>>,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
+    queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
 }
@@ -232,6 +233,7 @@ impl Node {
                 graphs: Default::default(),
                 backoff: Default::default(),
                 running: Default::default(),
+                queued: Default::default(),
                 fetch_attempts: Default::default(),
                 events,
             }),
@@ -380,22 +382,54 @@ impl Node {
                     tracing::debug!(target: "swarm_api::node", peer = %from.device, "malformed announcement");
                     return;
                 };
-                let conv = a.conversation_id;
-                let have = matches!(self.inner.storage.head(&conv), Ok(Some(_)))
-                    && matches!(
-                        self.inner.storage.object(&conv, &a.commit.object_id()),
-                        Ok(Some(_))
-                    );
-                if have {
-                    return;
-                }
-                // Only conversations we hold (clones are explicit: `sync_from`).
-                if !matches!(self.inner.storage.head(&conv), Ok(Some(_))) {
-                    return;
-                }
-                let _ = self.sync_from(conv, from.device).await;
+                self.on_announce(a.conversation_id, from.device, a.commit)
+                    .await;
             }
             Incoming::Signal { .. } => {}
+        }
+    }
+
+    fn has_commit(&self, conv: &ConversationId, commit: &CommitId) -> bool {
+        matches!(self.inner.storage.head(conv), Ok(Some(_)))
+            && matches!(
+                self.inner.storage.object(conv, &commit.object_id()),
+                Ok(Some(_))
+            )
+    }
+
+    /// Announcements are handled one fetch at a time per conversation: while a fetch runs,
+    /// further announcements queue, and those whose commit arrived meanwhile are dropped (so
+    /// N announcements of one commit cause one fetch, not N).
+    async fn on_announce(&self, conv: ConversationId, peer: DeviceId, commit: CommitId) {
+        // Only conversations we hold (clones are explicit: `sync_from`).
+        if !matches!(self.inner.storage.head(&conv), Ok(Some(_))) || self.has_commit(&conv, &commit)
+        {
+            return;
+        }
+        {
+            let mut q = self.inner.queued.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(pending) = q.get_mut(&conv) {
+                pending.push((peer, commit));
+                return;
+            }
+            q.insert(conv, Vec::new());
+        }
+        let mut next = Some((peer, commit));
+        while let Some((peer, commit)) = next.take() {
+            if !self.has_commit(&conv, &commit) {
+                let _ = self.sync_from(conv, peer).await;
+            }
+            let mut q = self.inner.queued.lock().unwrap_or_else(|e| e.into_inner());
+            let pending = q.entry(conv).or_default();
+            while let Some(candidate) = pending.pop() {
+                if !self.has_commit(&conv, &candidate.1) {
+                    next = Some(candidate);
+                    break;
+                }
+            }
+            if next.is_none() {
+                q.remove(&conv);
+            }
         }
     }
 

@@ -189,7 +189,9 @@ pub struct MemoryStorage {
             (CommitId, std::collections::BTreeMap<ObjectId, Object>),
         >,
     >,
-    quarantines: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<Object>>>,
+    quarantines: std::sync::Mutex<
+        std::collections::BTreeMap<u64, std::collections::BTreeMap<ObjectId, Object>>,
+    >,
     next_quarantine: std::sync::atomic::AtomicU64,
 }
 
@@ -278,7 +280,7 @@ impl Storage for MemoryStorage {
         self.quarantines
             .lock()
             .map_err(|_| poisoned())?
-            .insert(id, Vec::new());
+            .insert(id, Default::default());
         Ok(QuarantineId { conv: *conv, id })
     }
 
@@ -287,7 +289,9 @@ impl Storage for MemoryStorage {
         let area = qs
             .get_mut(&q.id)
             .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
-        area.extend_from_slice(objects);
+        for o in objects {
+            area.insert(o.id(), o.clone());
+        }
         Ok(())
     }
 
@@ -300,7 +304,7 @@ impl Storage for MemoryStorage {
         let area = qs
             .get(&q.id)
             .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
-        Ok(area.iter().find(|o| o.id() == *id).cloned())
+        Ok(area.get(id).cloned())
     }
 
     fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
@@ -311,6 +315,7 @@ impl Storage for MemoryStorage {
             .get(&q.id)
             .cloned()
             .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
+        let objects: Vec<Object> = objects.into_values().collect();
         self.write(&q.conv, &objects, update)?;
         self.quarantines
             .lock()

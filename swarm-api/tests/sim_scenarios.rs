@@ -134,19 +134,24 @@ async fn group(net: &SimNetwork, names: &[&str], mode: Mode) -> (Vec<Peer>, Conv
     (peers, conv)
 }
 
-/// Lets announcements flow and, as on reconnection, every peer fetch from the others until
-/// all heads are equal.
+/// Lets announcements flow and, as on reconnection, gossips: each peer fetches from its
+/// neighbours on a ring of growing stride, until all heads are equal.
 async fn converge(peers: &[Peer], conv: ConversationId) {
-    for _ in 0..20 {
+    let n = peers.len();
+    for round in 0..40usize {
+        tokio::time::advance(Duration::from_millis(200)).await;
+        tokio::task::yield_now().await;
         let heads: BTreeSet<_> = peers.iter().map(|p| p.head(conv)).collect();
         if heads.len() == 1 {
             return;
         }
-        for p in peers {
-            p.node.sync_all(conv).await;
+        let stride = 1 + round % n.max(2).saturating_sub(1);
+        for (i, p) in peers.iter().enumerate() {
+            let other = &peers[(i + stride) % n];
+            if other.head(conv) != p.head(conv) {
+                let _ = Box::pin(p.node.sync_from(conv, other.dev())).await;
+            }
         }
-        tokio::time::advance(Duration::from_millis(100)).await;
-        tokio::task::yield_now().await;
     }
     let heads: Vec<_> = peers.iter().map(|p| p.head(conv)).collect();
     panic!("peers did not converge: {heads:?}");
@@ -556,5 +561,89 @@ async fn criss_cross_merges_lose_no_message() {
         assert_eq!(shown.len(), non_merge.len());
         assert_eq!(shown.iter().copied().collect::<BTreeSet<_>>(), non_merge);
     }
+    assert_agree(&peers, conv, &sent);
+}
+
+/// `SWARM_SIM_PEERS` / `SWARM_SIM_ROUNDS` / `SWARM_SIM_SEED` override the defaults (the long
+/// soak: `SWARM_SIM_PEERS=200 SWARM_SIM_ROUNDS=100 cargo test --release -p swarm-api --test
+/// sim_scenarios randomized`).
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(start_paused = true)]
+async fn randomized_partitions_and_healing_converge_without_losing_messages() {
+    let n = env_or("SWARM_SIM_PEERS", 24) as usize;
+    let rounds = env_or("SWARM_SIM_ROUNDS", 10);
+    let seed = env_or("SWARM_SIM_SEED", 42);
+    let net = SimNetwork::new(seed);
+    net.set_latency(Duration::from_millis(20));
+    let names: Vec<String> = (0..n).map(|i| format!("peer{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // PUBLIC: everyone joins without an invitation (keeps the setup short).
+    let peers: Vec<Peer> = name_refs.iter().map(|nm| peer(&net, nm)).collect();
+    let conv = create_conversation(
+        &*peers[0].storage,
+        &peers[0].node.identity().signer(),
+        Mode::Public,
+        None,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    for (i, p) in peers.iter().enumerate().skip(1) {
+        // Clone from someone who already joined, like a real swarm grows.
+        let from = &peers[net.random(i as u64) as usize];
+        Box::pin(p.node.sync_from(conv, from.dev())).await.unwrap();
+        let st = {
+            let r = Repo::open(&*p.storage, conv).unwrap();
+            r.state(&r.head().unwrap()).unwrap()
+        };
+        let (body, ch) = ops::join(&st, p.account.cert());
+        Box::pin(p.node.commit(conv, &body, &ch)).await.unwrap();
+    }
+    Box::pin(converge(&peers, conv)).await;
+    let mut sent: Vec<CommitId> = Vec::new();
+    for round in 0..rounds {
+        // A random partition into 1 to 3 groups.
+        let groups = 1 + net.random(3) as usize;
+        let mut parts: Vec<Vec<DeviceId>> = vec![Vec::new(); groups];
+        for p in &peers {
+            parts[net.random(groups as u64) as usize].push(p.dev());
+        }
+        net.partition(&parts);
+        for _ in 0..5 {
+            let p = &peers[net.random(n as u64) as usize];
+            sent.push(
+                Box::pin(p.node.send(conv, &format!("round {round}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Membership and profile changes on whatever side the admin is.
+        match round % 4 {
+            1 => {
+                let stranger =
+                    Account::generate("Guest", OffsetDateTime::now_utc(), &mut OsRng).unwrap();
+                let (body, ch) = ops::invite(stranger.uri());
+                Box::pin(peers[0].node.commit(conv, &body, &ch))
+                    .await
+                    .unwrap();
+            }
+            3 => {
+                let (body, ch) = ops::profile(Some(&format!("room {round}")), None);
+                Box::pin(peers[0].node.commit(conv, &body, &ch))
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::task::yield_now().await;
+    }
+    net.heal();
+    Box::pin(converge(&peers, conv)).await;
     assert_agree(&peers, conv, &sent);
 }
