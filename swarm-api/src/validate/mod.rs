@@ -12,7 +12,7 @@
 pub(crate) mod rules;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use gix_hash::ObjectId;
@@ -338,6 +338,8 @@ pub struct Engine {
     limits: Limits,
     types: BTreeMap<String, Arc<dyn MessageType>>,
     parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
+    /// Device certificate chains already verified (they depend only on their blobs).
+    chains: Mutex<HashSet<rules::ChainKey>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -362,6 +364,7 @@ impl Engine {
             limits,
             types: BTreeMap::new(),
             parsed: Mutex::new(HashMap::new()),
+            chains: Mutex::new(HashSet::new()),
         }
     }
 
@@ -370,6 +373,16 @@ impl Engine {
     pub fn register(&mut self, t: Arc<dyn MessageType>) {
         for name in t.types() {
             self.types.insert(name, t.clone());
+        }
+    }
+
+    fn chain_verified(&self, key: &rules::ChainKey) -> bool {
+        self.chains.lock().map(|c| c.contains(key)).unwrap_or(false)
+    }
+
+    fn chain_ok(&self, key: rules::ChainKey) {
+        if let Ok(mut c) = self.chains.lock() {
+            c.insert(key);
         }
     }
 
@@ -401,9 +414,10 @@ impl Engine {
     ) -> Result<Validated, Rejection> {
         let mut ctx = rules::Ctx::new(self, conv, src);
         // 1. Collect the new commits, bounded before anything else is read.
-        let mut new: BTreeMap<CommitId, Arc<Commit>> = BTreeMap::new();
+        // (Hash maps: the order of `new` does not matter, `display_order` sorts.)
+        let mut new: HashMap<CommitId, Arc<Commit>> = HashMap::new();
         let mut stack: Vec<CommitId> = tips.iter().filter(|t| !known(t)).copied().collect();
-        let mut seen: BTreeSet<CommitId> = stack.iter().copied().collect();
+        let mut seen: HashSet<CommitId> = stack.iter().copied().collect();
         while let Some(id) = stack.pop() {
             if new.len() >= self.limits.max_commits {
                 return Err(Rejection {

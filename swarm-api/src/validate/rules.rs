@@ -30,6 +30,19 @@ pub(super) struct Ctx<'a> {
     mode: Option<Mode>,
     commits: HashMap<CommitId, Arc<Commit>>,
     generations: HashMap<CommitId, u64>,
+    /// Devices already found authorized at a state (by the state's address; the entry
+    /// keeps the state alive so the address is not reused), for commits that change no
+    /// file: every message on the same state has the same signer checks, only the
+    /// signature differs.
+    authorized: HashMap<(usize, DeviceId, bool), (Arc<State>, Authorized)>,
+}
+
+/// A device found authorized at a state: who it is and its certificate.
+#[derive(Clone)]
+struct Authorized {
+    account: AccountUri,
+    role: Option<MemberRole>,
+    cert: Arc<DeviceCert>,
 }
 
 /// Who signed a commit.
@@ -48,6 +61,7 @@ impl<'a> Ctx<'a> {
             mode: None,
             commits: HashMap::new(),
             generations: HashMap::new(),
+            authorized: HashMap::new(),
         }
     }
 
@@ -276,6 +290,48 @@ impl<'a> Ctx<'a> {
         files: &Files,
         joining: bool,
     ) -> Result<Signer, Violation> {
+        let a = self.authorized_device(c, parent, files, joining)?;
+        verify_commit_signature(c, a.cert.public_key())?;
+        Ok(Signer {
+            account: a.account,
+            device: c.device,
+            role: a.role,
+        })
+    }
+
+    /// [`Ctx::authorize`] for a commit that changes no file (its files are the parent's),
+    /// remembering the device checks per parent state.
+    fn authorize_at(
+        &mut self,
+        c: &Commit,
+        parent: &Arc<State>,
+        joining: bool,
+    ) -> Result<Signer, Violation> {
+        let key = (Arc::as_ptr(parent) as usize, c.device, joining);
+        let a = match self.authorized.get(&key) {
+            Some((_, a)) => a.clone(),
+            None => {
+                let a = self.authorized_device(c, parent, &parent.files, joining)?;
+                self.authorized.insert(key, (parent.clone(), a.clone()));
+                a
+            }
+        };
+        verify_commit_signature(c, a.cert.public_key())?;
+        Ok(Signer {
+            account: a.account,
+            device: c.device,
+            role: a.role,
+        })
+    }
+
+    /// The device rules of [`Ctx::authorize`] (everything but the signature itself).
+    fn authorized_device(
+        &self,
+        c: &Commit,
+        parent: &State,
+        files: &Files,
+        joining: bool,
+    ) -> Result<Authorized, Violation> {
         let dev = c.device;
         let dpath = layout::device_cert(&dev);
         let dblob = parent
@@ -324,28 +380,37 @@ impl<'a> Ctx<'a> {
             });
         }
         // The account's CRLs: those at the parent and those this commit adds.
-        let mut crls = Vec::new();
         let prefix = format!("CRLs/{account}/");
+        let mut crls: Vec<(&String, &ObjectId)> = Vec::new();
         for (path, blob) in files.range(prefix.clone()..) {
             if !path.starts_with(&prefix) {
                 break;
             }
-            crls.push(Crl::clone(&*self.crl(path, blob)?));
+            crls.push((path, blob));
         }
-        verify_device(&acert, &dcert, &crls, None).map_err(|e| match e {
-            ChainError::Revoked(d) => Violation::DeviceRevoked(d),
-            ChainError::CrlNotFromAccount(_) => Violation::ForeignCrl(prefix.clone()),
-            e => Violation::DeviceChain(e),
-        })?;
-        c.verify_signature(dcert.public_key())
-            .map_err(|e| match e {
-                SignatureError::Unsigned(_) => Violation::Unsigned,
-                e => Violation::BadSignature(e.to_string()),
+        // The chain is a pure function of these blobs: verified once per engine, not per
+        // commit (a history signed by a few devices has a few chains).
+        let key = ChainKey {
+            device: *dblob,
+            account: *ablob,
+            crls: crls.iter().map(|(_, b)| **b).collect(),
+        };
+        if !self.engine.chain_verified(&key) {
+            let mut parsed = Vec::with_capacity(crls.len());
+            for (path, blob) in &crls {
+                parsed.push(Crl::clone(&*self.crl(path, blob)?));
+            }
+            verify_device(&acert, &dcert, &parsed, None).map_err(|e| match e {
+                ChainError::Revoked(d) => Violation::DeviceRevoked(d),
+                ChainError::CrlNotFromAccount(_) => Violation::ForeignCrl(prefix.clone()),
+                e => Violation::DeviceChain(e),
             })?;
-        Ok(Signer {
+            self.engine.chain_ok(key);
+        }
+        Ok(Authorized {
             account,
-            device: dev,
             role: parent.role(&account),
+            cert: dcert,
         })
     }
 
@@ -454,13 +519,19 @@ impl<'a> Ctx<'a> {
     fn check_ordinary(
         &mut self,
         c: &Commit,
-        parent: &State,
+        parent: &Arc<State>,
         deltas: &[Delta],
         files: &Files,
     ) -> Result<(), Violation> {
         let body = Body::parse(&c.message).map_err(|e| Violation::MalformedBody(e.to_string()))?;
         let joining = matches!(&body, Body::Member(m) if m.action == MemberAction::Join);
-        let signer = self.authorize(c, parent, files, joining)?;
+        let signer = if deltas.is_empty() {
+            // `files` is the parent's: the signer checks depend only on the parent state.
+            self.authorize_at(c, parent, joining)?
+        } else {
+            self.authorize(c, parent, files, joining)?
+        };
+        let parent: &State = parent;
         // The author's own credentials may be added by any commit.
         let mut rest: Vec<&Delta> = Vec::new();
         for d in deltas {
@@ -826,6 +897,61 @@ impl<'a> Ctx<'a> {
         let data = self.blob(&d.path, &new)?;
         check_vcard(&data)
     }
+}
+
+/// Identifies a device certificate chain by the blobs it is made of: the device
+/// certificate, the account certificate and the account's CRLs (sorted by path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ChainKey {
+    device: ObjectId,
+    account: ObjectId,
+    crls: Vec<ObjectId>,
+}
+
+/// Rule `signature`: [`Commit::verify_signature`] with the device key, without re-decoding
+/// the key for every commit. The fast path accepts exactly what `verify_signature` accepts
+/// (same public key and namespace check, same signed data, same Ed25519 `verify`); on any
+/// doubt or failure `verify_signature` itself decides, so errors are unchanged.
+fn verify_commit_signature(c: &Commit, key: &ed25519_dalek::VerifyingKey) -> Result<(), Violation> {
+    if fast_signature_ok(c, key) {
+        return Ok(());
+    }
+    c.verify_signature(key).map_err(|e| match e {
+        SignatureError::Unsigned(_) => Violation::Unsigned,
+        e => Violation::BadSignature(e.to_string()),
+    })
+}
+
+fn fast_signature_ok(c: &Commit, key: &ed25519_dalek::VerifyingKey) -> bool {
+    use ed25519_dalek::Verifier as _;
+    let Some(pem) = c.signature.as_deref() else {
+        return false;
+    };
+    let mut text = String::with_capacity(pem.len() + 1);
+    text.push_str(pem);
+    text.push('\n');
+    let Ok(sig) = ssh_key::SshSig::from_pem(text) else {
+        return false;
+    };
+    let ssh_key::public::KeyData::Ed25519(pk) = sig.public_key() else {
+        return false;
+    };
+    if pk.0 != key.to_bytes()
+        || sig.namespace() != crate::commit::NAMESPACE
+        || !sig.reserved().is_empty()
+        || sig.signature().algorithm() != ssh_key::Algorithm::Ed25519
+    {
+        return false;
+    }
+    let Ok(raw) = ed25519_dalek::Signature::from_slice(sig.signature_bytes()) else {
+        return false;
+    };
+    let Ok(signed) =
+        ssh_key::SshSig::signed_data(sig.namespace(), sig.hash_alg(), &c.signed_payload)
+    else {
+        return false;
+    };
+    key.verify(&signed, &raw).is_ok()
 }
 
 fn paths(rest: &[&Delta]) -> Vec<String> {
