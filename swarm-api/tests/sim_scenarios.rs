@@ -24,6 +24,14 @@ struct Peer {
 }
 
 impl Peer {
+    /// Another handle to the same node and storage.
+    fn clone_view(&self) -> Peer {
+        Peer {
+            node: self.node.clone(),
+            storage: self.storage.clone(),
+            account: self.account.clone(),
+        }
+    }
     fn dev(&self) -> DeviceId {
         self.node.peer().device
     }
@@ -646,4 +654,61 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
     net.heal();
     Box::pin(converge(&peers, conv)).await;
     assert_agree(&peers, conv, &sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_join_and_a_ban_of_the_same_invitee_across_a_partition_resolve_to_banned() {
+    let net = SimNetwork::new(8);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], Mode::InvitesOnly)).await;
+    let x = peer(&net, "Xavier");
+    let (a, b) = (&peers[0], &peers[1]);
+    let (body, ch) = ops::invite(x.account.uri());
+    a.node.commit(conv, &body, &ch).await.unwrap();
+    Box::pin(x.node.sync_from(conv, a.dev())).await.unwrap();
+    // Alice | Bob + Xavier: Alice bans the invitation, Xavier joins.
+    net.partition(&[vec![a.dev()], vec![b.dev(), x.dev()]]);
+    let st = {
+        let r = Repo::open(&*a.storage, conv).unwrap();
+        r.state(&r.head().unwrap()).unwrap()
+    };
+    let (body, ch) = ops::vote(
+        &st,
+        &a.account.uri(),
+        Target::Account(x.account.uri()),
+        VoteAction::Ban,
+    )
+    .unwrap();
+    a.node.commit(conv, &body, &ch).await.unwrap();
+    let st = {
+        let r = Repo::open(&*a.storage, conv).unwrap();
+        r.state(&r.head().unwrap()).unwrap()
+    };
+    let (body, ch) = {
+        let r = Repo::open(&*a.storage, conv).unwrap();
+        ops::apply_vote(&r, &st, Target::Account(x.account.uri()), VoteAction::Ban).unwrap()
+    };
+    a.node.commit(conv, &body, &ch).await.unwrap();
+    let st = {
+        let r = Repo::open(&*x.storage, conv).unwrap();
+        r.state(&r.head().unwrap()).unwrap()
+    };
+    let (body, ch) = ops::join(&st, x.account.cert());
+    let join = x.node.commit(conv, &body, &ch).await.unwrap();
+    let hello = x.node.send(conv, "hello from Xavier").await.unwrap();
+    Box::pin(converge(&[peers[1].clone_view(), x.clone_view()], conv)).await;
+    net.heal();
+    Box::pin(converge(&peers, conv)).await;
+    for p in &peers {
+        assert_eq!(
+            p.role(conv, &x),
+            Some(MemberRole::Banned),
+            "the ban wins on every peer"
+        );
+        let t = p.timeline(conv);
+        assert!(
+            t.contains(&join) && t.contains(&hello),
+            "Xavier's valid commits are kept"
+        );
+    }
+    assert_agree(&peers, conv, &[join, hello]);
 }

@@ -116,16 +116,18 @@ impl State {
         s
     }
 
-    /// The role of `uri` (admin wins over member if both files exist).
+    /// The role of `uri`. A ban wins over everything (a tree merged from both sides of a
+    /// partition may hold both `banned/…/<uri>` and `members/<uri>.crt`); then admin wins
+    /// over member, member over invited.
     pub fn role(&self, uri: &AccountUri) -> Option<MemberRole> {
-        if self.admins.contains(uri) {
+        if self.is_banned_account(uri) {
+            Some(MemberRole::Banned)
+        } else if self.admins.contains(uri) {
             Some(MemberRole::Admin)
         } else if self.members.contains(uri) {
             Some(MemberRole::Member)
         } else if self.invited.contains(uri) {
             Some(MemberRole::Invited)
-        } else if self.is_banned_account(uri) {
-            Some(MemberRole::Banned)
         } else {
             None
         }
@@ -188,16 +190,21 @@ impl State {
         })
     }
 
-    /// Number of admins.
+    /// Number of admins (banned ones excluded).
     pub fn admin_count(&self) -> usize {
-        self.admins.len()
+        self.admins.iter().filter(|u| self.is_admin(u)).count()
+    }
+
+    /// Whether `uri` is an admin now (in `admins/` and not banned).
+    pub fn is_admin(&self, uri: &AccountUri) -> bool {
+        self.admins.contains(uri) && !self.is_banned_account(uri)
     }
 
     /// Voters for (action, kind, target) who are admins now.
     pub fn admin_votes(&self, action: VoteDir, kind: Kind, target: &str) -> usize {
         self.votes
             .get(&(action, kind, target.to_owned()))
-            .map(|v| v.iter().filter(|u| self.admins.contains(u)).count())
+            .map(|v| v.iter().filter(|u| self.is_admin(u)).count())
             .unwrap_or(0)
     }
 }
