@@ -47,8 +47,6 @@ const BACKEND: &str = "sled";
 const LOG: &str = "swarm_sled";
 
 const HEADS: &str = "heads";
-/// sled's default is 1 000 000 operations between snapshots of its page table.
-const SNAPSHOT_AFTER_OPS: u64 = 10_000;
 const OBJECTS: &str = "objects";
 const AREAS: &str = "quarantine-areas";
 const QUARANTINE: &str = "quarantine";
@@ -185,18 +183,12 @@ impl SledStorage {
     /// (in this or another process) fails until the first storage is dropped.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let path = path.into();
-        let db = sled::Config::new()
-            .path(&path)
-            // Opening replays the log written since the last snapshot: snapshot often, so
-            // that opening a large database stays fast.
-            .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
-            .open()
-            .map_err(|e| {
-                err(format!(
-                    "cannot open the database at {}: {e}",
-                    path.display()
-                ))
-            })?;
+        let db = sled::Config::new().path(&path).open().map_err(|e| {
+            err(format!(
+                "cannot open the database at {}: {e}",
+                path.display()
+            ))
+        })?;
         let tree = |name: &str| db.open_tree(name).map_err(err);
         let storage = Self {
             heads: tree(HEADS)?,
