@@ -280,6 +280,19 @@ fn demo_runs_and_verifies_its_signatures() {
     let v = ok_json(home.path(), &["demo"]);
     assert_eq!(v["messages"].as_array().unwrap().len(), 4);
     assert_eq!(v["signatures_verified"], 4);
+    // The five simulated peers split, chat, heal and agree.
+    assert_eq!(v["swarm"]["agree"], true);
+    assert_eq!(v["swarm"]["peers"].as_array().unwrap().len(), 5);
+    let timeline = v["swarm"]["timeline"].as_array().unwrap();
+    for text in [
+        "Is anyone there? The link to the others is down.",
+        "Writing this while split from Alice and Bob.",
+    ] {
+        assert!(
+            timeline.iter().any(|e| e["body"] == text),
+            "{text} missing from the merged timeline"
+        );
+    }
 }
 
 fn chat_ok(home: &Path, args: &[&str]) -> String {

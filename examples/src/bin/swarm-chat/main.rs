@@ -6,6 +6,7 @@
 //! stderr and a non-zero exit status.
 
 mod home;
+mod swarm_demo;
 mod transfer;
 
 use std::path::PathBuf;
@@ -585,14 +586,7 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
         verified += 1;
     }
     let path = storage.location(&conv);
-    if json_out {
-        println!(
-            "{}",
-            json!({"account": alice.account.uri(), "device": alice.device.id(),
-                   "conversation": conv, "repository": path, "messages": entries,
-                   "signatures_verified": verified})
-        );
-    } else {
+    if !json_out {
         println!("account      {} (Alice)", alice.account.uri());
         println!("device       {}", alice.device.id());
         println!("conversation {conv}");
@@ -614,6 +608,20 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
         }
         println!(
             "\n{verified} commits, every signature verified against devices/ in the repository"
+        );
+    }
+    // Part two: five peers on the simulated network split, chat, heal and agree.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let swarm = runtime.block_on(swarm_demo::run(&dir.path().join("swarm"), json_out))?;
+    if json_out {
+        println!(
+            "{}",
+            json!({"account": alice.account.uri(), "device": alice.device.id(),
+                   "conversation": conv, "repository": path, "messages": entries,
+                   "signatures_verified": verified, "swarm": swarm})
         );
     }
     Ok(())
