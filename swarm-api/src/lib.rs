@@ -39,9 +39,9 @@ pub mod repo;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod storage;
+pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod sync;
 pub mod traits;
 pub mod validate;
 
