@@ -498,11 +498,23 @@ fn parse_cert(what: &'static str, pem: &str) -> Result<ParsedCert, IdentityError
     if !rest.is_empty() {
         return Err(malformed("trailing bytes after the certificate".into()));
     }
-    if cert.signature_algorithm.algorithm != OID_SIG_ED25519 {
+    if cert.signature_algorithm.algorithm != OID_SIG_ED25519
+        || cert.tbs_certificate.signature.algorithm != OID_SIG_ED25519
+        || cert.tbs_certificate.signature.parameters.is_some()
+    {
         return Err(malformed(format!(
             "signature algorithm {} is not Ed25519",
             cert.signature_algorithm.algorithm
         )));
+    }
+    if !canonical_signed(
+        &der,
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    ) {
+        return Err(malformed(
+            "not canonical DER (Ed25519 signature wrapper)".into(),
+        ));
     }
     let spki = cert.public_key();
     if spki.algorithm.algorithm != OID_SIG_ED25519 {
@@ -532,6 +544,44 @@ fn parse_cert(what: &'static str, pem: &str) -> Result<ParsedCert, IdentityError
         is_ca: cert.is_ca(),
         der: der.clone(),
     })
+}
+
+/// DER `AlgorithmIdentifier` of Ed25519 (no parameters).
+const ED25519_ALG: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+
+fn der_seq(content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![0x30];
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// Whether `der` is exactly `SEQUENCE { tbs, Ed25519 AlgorithmIdentifier, BIT STRING sig }`
+/// in canonical DER. The outer algorithm and signature wrapper are not covered by the
+/// signature: without this check the same signed content could travel in many different
+/// encodings (different blobs, same meaning).
+fn canonical_signed(der: &[u8], tbs: &[u8], sig: &[u8]) -> bool {
+    if sig.len() != 64 {
+        return false;
+    }
+    let mut content = Vec::with_capacity(tbs.len() + 7 + 3 + 64);
+    content.extend_from_slice(tbs);
+    content.extend_from_slice(&ED25519_ALG);
+    content.extend_from_slice(&[0x03, 0x41, 0x00]);
+    content.extend_from_slice(sig);
+    der_seq(&content) == der
 }
 
 fn verify_sig(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
@@ -727,8 +777,16 @@ impl Crl {
         if !rest.is_empty() {
             return Err(malformed("trailing bytes after the CRL".into()));
         }
-        if crl.signature_algorithm.algorithm != OID_SIG_ED25519 {
+        if crl.signature_algorithm.algorithm != OID_SIG_ED25519
+            || crl.tbs_cert_list.signature.algorithm != OID_SIG_ED25519
+            || crl.tbs_cert_list.signature.parameters.is_some()
+        {
             return Err(malformed("signature algorithm is not Ed25519".into()));
+        }
+        if !canonical_signed(&der, crl.tbs_cert_list.as_ref(), &crl.signature_value.data) {
+            return Err(malformed(
+                "not canonical DER (Ed25519 signature wrapper)".into(),
+            ));
         }
         Ok(Self {
             pem: pem_encode("X509 CRL", &der),
@@ -951,6 +1009,39 @@ mod tests {
             "a device cert is not a CA"
         );
         assert!(AccountCert::from_pem("garbage").is_err());
+    }
+
+    #[test]
+    fn re_encoded_outer_signature_wrappers_are_refused() {
+        let acc = Account::generate("Alice", now(), &mut OsRng).unwrap();
+        let dev = acc.new_device(now(), &mut OsRng).unwrap();
+        let crl = acc.crl(&[], 1, now()).unwrap();
+        let cert_der = pem_decode("x", "CERTIFICATE", dev.cert().pem()).unwrap();
+        let crl_der = pem_decode("x", "X509 CRL", crl.pem()).unwrap();
+        // The bytes outside the signed part: the outer AlgorithmIdentifier's OID tag and the
+        // BIT STRING's tag and unused-bits byte.
+        for (der, tag, is_crl) in [
+            (cert_der, "CERTIFICATE", false),
+            (crl_der, "X509 CRL", true),
+        ] {
+            let tail = der.len() - 64 - 3 - 7;
+            for (offset, value) in [
+                (tail + 2, 0x02u8),
+                (tail + 2, 0x86),
+                (tail + 7, 0x43),
+                (tail + 9, 0x01),
+            ] {
+                let mut bad = der.clone();
+                bad[offset] = value;
+                let pem = pem_encode(tag, &bad);
+                let refused = if is_crl {
+                    Crl::from_pem(&pem).is_err()
+                } else {
+                    DeviceCert::from_pem(&pem).is_err()
+                };
+                assert!(refused, "{tag}: byte {offset} set to {value:#x} accepted");
+            }
+        }
     }
 
     #[test]

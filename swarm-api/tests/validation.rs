@@ -1233,3 +1233,19 @@ fn objects_present_refuses_a_branch_with_a_missing_tree() {
         .retain(|o| o.kind != swarm_api::object::Kind::Tree);
     w.refuse(d, "objects-present");
 }
+
+#[test]
+fn certificate_wellformed_a_crl_is_stored_under_its_own_id() {
+    let (a, _b, w) = alice_bob();
+    let crl = a.account.crl(&[], 2, now()).unwrap();
+    let d = w.draft(
+        &a,
+        &Body::text("x").to_message(),
+        &[FileChange::Write(
+            layout::crl(&a.uri(), "somename"),
+            crl.pem().as_bytes().to_vec(),
+        )],
+        false,
+    );
+    w.refuse(d, "certificate-wellformed");
+}

@@ -202,7 +202,14 @@ impl<'a> Ctx<'a> {
 
     fn crl(&self, path: &str, id: &ObjectId) -> Result<Arc<Crl>, Violation> {
         match self.parsed(path, id)? {
-            Parsed::Crl(c) => Ok(c),
+            // `CRLs/<uri>/<crl-id>.crl`: the name is the CRL's id, so one CRL has one path.
+            Parsed::Crl(c) => match Path::parse(path) {
+                Some(Path::Crl(_, name)) if name == c.id() => Ok(c),
+                _ => Err(Violation::MalformedCertificate {
+                    path: path.into(),
+                    reason: format!("a CRL is stored as CRLs/<uri>/{}.crl", c.id()),
+                }),
+            },
             _ => Err(Violation::MalformedCertificate {
                 path: path.into(),
                 reason: "not a CRL".into(),
