@@ -10,6 +10,15 @@
 //! leaves at most unreferenced objects), then the head moves by a compare-and-swap under
 //! Git's lock file. A new conversation is assembled in a temporary directory and renamed into
 //! place, so a half-created repository is never visible.
+//!
+//! Writes are durable before they are acknowledged: gix never calls fsync, so this crate
+//! does (see [`durable`]): every object file a write stores, its fan-out directory and
+//! `objects/`, then the new ref's lock file *before* it is renamed over `refs/heads/main`,
+//! then `refs/heads/`. A new conversation is fsynced as a whole tree before its rename, and
+//! the root directory after it.
+//!
+//! Writers of one repository are serialized by [`WriterLock`] (a PID lock file), which also
+//! lets a writer recover from a `refs/heads/main.lock` left by a process killed mid-update.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -18,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use gix::objs::{Exists as _, Write as _};
-use gix::refs::transaction::PreviousValue;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::Target;
 use swarm_api::object::Object;
 use swarm_api::storage::{HeadUpdate, QuarantineId, Storage, StorageError};
@@ -31,6 +40,12 @@ const BACKEND: &str = "git";
 
 /// Where quarantine repositories live, under the root (never a valid conversation id).
 const QUARANTINE_DIR: &str = ".quarantine";
+
+/// The writer lock file inside each conversation repository (see [`WriterLock`]).
+const WRITER_LOCK: &str = "swarm-writer.lock";
+
+/// How long a writer waits for another live writer of the same repository.
+const WRITER_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
     StorageError::backend(BACKEND, e)
@@ -127,6 +142,75 @@ impl GitStorage {
         Ok(())
     }
 
+    /// Writes `objects` and makes them durable: each loose object file, each fan-out
+    /// directory holding one, and `objects/` (which may have gained a fan-out directory).
+    /// Objects already stored are synced too: a write that crashed earlier may have left
+    /// them in the page cache only, and this write is about to make a ref point at them.
+    fn write_objects_durably(
+        repo: &gix::Repository,
+        objects: &[Object],
+    ) -> Result<(), StorageError> {
+        Self::write_objects(repo, objects)?;
+        let objects_dir = repo.git_dir().join("objects");
+        let mut dirs = std::collections::BTreeSet::new();
+        for obj in objects {
+            let hex = obj.id().to_hex().to_string();
+            let dir = objects_dir.join(&hex[..2]);
+            let file = dir.join(&hex[2..]);
+            // Not loose (e.g. packed by a `git gc`): nothing of ours to sync.
+            if durable::sync_file_if_exists(&file).map_err(err)? {
+                dirs.insert(dir);
+            }
+        }
+        for dir in &dirs {
+            durable::sync_dir(dir).map_err(err)?;
+        }
+        if !dirs.is_empty() {
+            durable::sync_dir(&objects_dir).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Moves [`HEAD_REF`] to `new` if it is `expected` (compare-and-swap under Git's ref
+    /// lock), durably: the lock file holding the new value is fsynced before gix renames it
+    /// over the ref, and `refs/heads/` after, so the new head survives a power loss once this
+    /// returns and a crash at any point leaves either the old or the new head.
+    fn update_head_durably(
+        repo: &gix::Repository,
+        expected: PreviousValue,
+        new: CommitId,
+        message: &str,
+    ) -> Result<(), StorageError> {
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: message.into(),
+                },
+                expected,
+                new: Target::Object(new.object_id()),
+            },
+            name: HEAD_REF.try_into().map_err(err)?,
+            deref: false,
+        };
+        let prepared = repo
+            .refs
+            .transaction()
+            .prepare(
+                [edit],
+                gix::lock::acquire::Fail::Immediately,
+                gix::lock::acquire::Fail::Immediately,
+            )
+            .map_err(err)?;
+        let refs_heads = repo.git_dir().join("refs").join("heads");
+        durable::sync_file(&refs_heads.join("main.lock")).map_err(err)?;
+        // No reflog is written (bare repository, isolated configuration), so no committer.
+        prepared.commit(None).map_err(err)?;
+        durable::sync_dir(&refs_heads).map_err(err)?;
+        Ok(())
+    }
+
     fn read_head(repo: &gix::Repository) -> Result<Option<CommitId>, StorageError> {
         let Some(r) = repo.try_find_reference(HEAD_REF).map_err(err)? else {
             return Ok(None);
@@ -163,13 +247,15 @@ impl GitStorage {
             if !repo.objects.exists(&new.object_id()) {
                 return Err(StorageError::DanglingHead(new));
             }
-            repo.reference(
-                HEAD_REF,
-                new.object_id(),
+            Self::update_head_durably(
+                &repo,
                 PreviousValue::MustNotExist,
+                new,
                 "create conversation",
-            )
-            .map_err(err)?;
+            )?;
+            // Everything in the new repository (objects, HEAD, config, ...) reaches the disk
+            // before the rename publishes it.
+            durable::sync_tree(&tmp).map_err(err)?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -185,6 +271,7 @@ impl GitStorage {
                 Err(err(e))
             };
         }
+        durable::sync_dir(&self.root).map_err(err)?;
         Ok(())
     }
 }
@@ -244,6 +331,20 @@ impl Storage for GitStorage {
         let repo = self
             .repo(conv)?
             .ok_or(StorageError::UnknownConversation(*conv))?;
+        let _writer = WriterLock::acquire(repo.git_dir())?;
+        // Only our writers take Git's ref lock, and they are serialized by the writer lock we
+        // now hold, so a `refs/heads/main.lock` here was left by a writer that died during
+        // its ref update (before the rename that publishes it). The ref itself still holds
+        // the old head; the lock file only blocks every later update, so it goes.
+        let stale = repo.git_dir().join("refs").join("heads").join("main.lock");
+        match std::fs::remove_file(&stale) {
+            Ok(()) => tracing::warn!(
+                conversation = %conv,
+                "removed refs/heads/main.lock left by a writer that died mid-update"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
         let found = Self::read_head(&repo)?;
         if found != Some(expected) {
             return Err(StorageError::HeadMoved {
@@ -252,27 +353,31 @@ impl Storage for GitStorage {
                 found,
             });
         }
-        Self::write_objects(&repo, objects)?;
+        Self::write_objects_durably(&repo, objects)?;
         if !repo.objects.exists(&update.new.object_id()) {
             return Err(StorageError::DanglingHead(update.new));
         }
+        if update.new == expected {
+            // The head stays; gix would not touch the ref (nor create its lock file).
+            return Ok(());
+        }
         // The compare-and-swap is done again under the ref lock.
-        repo.reference(
-            HEAD_REF,
-            update.new.object_id(),
+        Self::update_head_durably(
+            &repo,
             PreviousValue::MustExistAndMatch(Target::Object(expected.object_id())),
+            update.new,
             "commit",
         )
         .map_err(|e| {
             let found = Self::read_head(&repo).ok().flatten();
-            if found != Some(expected) {
+            if found != Some(expected) && found != Some(update.new) {
                 StorageError::HeadMoved {
                     conversation: *conv,
                     expected: Some(expected),
                     found,
                 }
             } else {
-                err(e)
+                e
             }
         })?;
         Ok(())
@@ -341,14 +446,12 @@ impl Storage for GitStorage {
             if !repo.objects.exists(&update.new.object_id()) {
                 return Err(StorageError::DanglingHead(update.new));
             }
-            repo.reference(
-                HEAD_REF,
-                update.new.object_id(),
-                PreviousValue::MustNotExist,
-                "clone",
-            )
-            .map_err(err)?;
+            Self::update_head_durably(&repo, PreviousValue::MustNotExist, update.new, "clone")?;
+            // The quarantine was written without fsyncs (it may be dropped); everything in
+            // it reaches the disk before the rename publishes it, the rename after.
+            durable::sync_tree(&path).map_err(err)?;
             std::fs::rename(&path, self.repo_path(&q.conv)).map_err(err)?;
+            durable::sync_dir(&self.root).map_err(err)?;
         } else {
             // Copy every quarantined object, then move the head (the atomic step).
             let mut objects = Vec::new();
@@ -468,5 +571,345 @@ impl swarm_api::object::ObjectSource for GitRepoReader {
             }
         }
         Ok(obj)
+    }
+}
+
+/// Serializes the writers of one repository, across threads and processes, and survives
+/// writers that die holding it.
+///
+/// Why a lock of our own: gix's `refs/heads/main.lock` is created with `O_EXCL` and removed
+/// when the update ends; a process killed in between leaves it behind and every later update
+/// fails, forever, with no way to tell a dead holder from a live one. Our lock records the
+/// holder's PID, so a stale one can be told apart and taken over, and while holding it any
+/// `refs/heads/main.lock` is necessarily stale (only our writers take it) and can be removed.
+///
+/// How:
+/// - Inside one process, writers of a repository wait on a process-wide table ([`HELD`]), so
+///   at most one thread per process ever touches the lock file of a repository. Hence a lock
+///   file naming our own PID is stale: it was left by a dead process that had the same PID
+///   (PIDs are reused, e.g. in containers).
+/// - Across processes, the lock file `<repo>/swarm-writer.lock` holds the holder's PID. It
+///   is created atomically *with* its content: the PID is written to a private file that is
+///   then hard-linked to the lock name (`link(2)` fails if the name exists, like `O_EXCL`), so
+///   no reader ever sees an empty lock.
+/// - A lock whose holder is dead (no `/proc/<pid>`, or that PID now belongs to another process:
+///   its start time or the boot id differ, see [`stamp`]) or is ours (see above) is stale,
+///   and so is content that does not parse (see [`holder_alive`]). It is taken
+///   over by renaming it to a private name, which only one contender can do; the renamed file
+///   is checked to still be the stale one we judged (if another contender had meanwhile taken
+///   over and locked, we put its lock back with `link(2)`). Then acquisition starts over.
+/// - A live holder is waited for (writes take milliseconds), up to [`WRITER_LOCK_TIMEOUT`].
+///
+/// Residual risk, accepted: three processes racing for the same stale lock within
+/// microseconds could let two of them in. Even then Git's own ref lock keeps the ref
+/// update itself a compare-and-swap unless the stale-`main.lock` removal interleaves too.
+struct WriterLock {
+    repo: PathBuf,
+    file: PathBuf,
+}
+
+/// Repositories (by git dir) whose writer lock a thread of this process holds or is taking.
+static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+static HELD_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl WriterLock {
+    fn acquire(git_dir: &Path) -> Result<Self, StorageError> {
+        let repo = git_dir.to_path_buf();
+        let deadline = std::time::Instant::now() + WRITER_LOCK_TIMEOUT;
+        {
+            let mut held = HELD.lock().map_err(|_| err("lock poisoned"))?;
+            while held.contains(&repo) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(err(format!(
+                        "another thread kept the writer lock of {} for {WRITER_LOCK_TIMEOUT:?}",
+                        repo.display()
+                    )));
+                }
+                held = HELD_CHANGED
+                    .wait_timeout(held, left)
+                    .map_err(|_| err("lock poisoned"))?
+                    .0;
+            }
+            held.push(repo.clone());
+        }
+        // From here on, dropping `lock` releases the in-process claim (and the file, if ours).
+        let mut lock = WriterLock {
+            file: repo.join(WRITER_LOCK),
+            repo,
+        };
+        lock.acquire_file(deadline)?;
+        Ok(lock)
+    }
+
+    fn acquire_file(&mut self, deadline: std::time::Instant) -> Result<(), StorageError> {
+        let me = stamp(std::process::id());
+        let mine = self
+            .repo
+            .join(format!("{WRITER_LOCK}.{}", std::process::id()));
+        std::fs::write(&mine, &me).map_err(err)?;
+        let result = self.acquire_file_with(&mine, &me, deadline);
+        let _ = std::fs::remove_file(&mine);
+        result
+    }
+
+    fn acquire_file_with(
+        &mut self,
+        mine: &Path,
+        me: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(), StorageError> {
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match std::fs::hard_link(mine, &self.file) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(e)),
+            }
+            let content = match std::fs::read(&self.file) {
+                Ok(c) => String::from_utf8_lossy(&c).into_owned(),
+                // Released meanwhile: try again at once.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err(e)),
+            };
+            let stale = content.split_whitespace().next() == me.split_whitespace().next()
+                || !holder_alive(&content);
+            if stale {
+                self.take_over(&content)?;
+                continue;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(err(format!(
+                    "the writer lock {} is held by process {} for more than {WRITER_LOCK_TIMEOUT:?}",
+                    self.file.display(),
+                    content.trim()
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Removes the lock file judged stale (content `stale`), without ever removing a live
+    /// one that replaced it meanwhile.
+    fn take_over(&self, stale: &str) -> Result<(), StorageError> {
+        let grave = self
+            .repo
+            .join(format!("{WRITER_LOCK}.{}.stale", std::process::id()));
+        match std::fs::rename(&self.file, &grave) {
+            Ok(()) => {}
+            // Another contender took it over first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(e)),
+        }
+        let moved = std::fs::read(&grave).map_err(err)?;
+        if moved == stale.as_bytes() {
+            tracing::warn!(
+                lock = %self.file.display(),
+                holder = stale.trim(),
+                "took over the writer lock of a dead process"
+            );
+        } else if let Err(e) = std::fs::hard_link(&grave, &self.file) {
+            // We moved a live lock aside and someone else locked meanwhile (see the
+            // residual risk above).
+            tracing::error!(lock = %self.file.display(), error = %e, "could not restore a live writer lock");
+        }
+        std::fs::remove_file(&grave).map_err(err)
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Only remove the file if it is ours (acquisition may have failed).
+        let me = stamp(std::process::id());
+        if std::fs::read(&self.file).is_ok_and(|c| c == me.as_bytes()) {
+            if let Err(e) = std::fs::remove_file(&self.file) {
+                tracing::warn!(lock = %self.file.display(), error = %e, "could not release the writer lock");
+            }
+        }
+        if let Ok(mut held) = HELD.lock() {
+            held.retain(|p| p != &self.repo);
+        }
+        HELD_CHANGED.notify_all();
+    }
+}
+
+/// What a writer lock records about its holder: `<pid> <start time> <boot id>`. The start
+/// time (field 22 of `/proc/<pid>/stat`) and the boot id tell a live holder from an unrelated
+/// process that got the same PID later, e.g. after a reboot. Fields `/proc` cannot give are
+/// left out (then only the PID is compared).
+fn stamp(pid: u32) -> String {
+    let mut s = pid.to_string();
+    if let Some(start) = start_time(pid) {
+        s.push(' ');
+        s.push_str(&start);
+        if let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+            s.push(' ');
+            s.push_str(boot.trim());
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// Field 22 of `/proc/<pid>/stat` (after the parenthesised command name, which may contain
+/// spaces), or `None` if the process does not exist.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Whether the holder a lock's content names is a live process. Our writers write the content
+/// before the lock appears, so content that does not parse is what a power loss left (data
+/// not flushed): no live holder.
+fn holder_alive(content: &str) -> bool {
+    let mut fields = content.split_whitespace();
+    let Some(pid) = fields.next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    let recorded_start = fields.next();
+    let recorded_boot = fields.next();
+    let current = stamp(pid);
+    let mut now = current.split_whitespace().skip(1);
+    let (now_start, now_boot) = (now.next(), now.next());
+    if !Path::new("/proc").join(pid.to_string()).exists() {
+        return false;
+    }
+    // Compare what both sides recorded.
+    let same = |a: Option<&str>, b: Option<&str>| match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    same(recorded_start, now_start) && same(recorded_boot, now_boot)
+}
+
+/// fsync helpers: gix writes files and renames them into place but never fsyncs.
+mod durable {
+    use std::fs::File;
+    use std::io;
+    use std::path::Path;
+
+    /// Flushes a file's data and metadata to disk.
+    pub(crate) fn sync_file(path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    /// Like [`sync_file`]; `Ok(false)` if the file does not exist.
+    pub(crate) fn sync_file_if_exists(path: &Path) -> io::Result<bool> {
+        match File::open(path) {
+            Ok(f) => f.sync_all().map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Flushes a directory's entries (names created, renamed or removed in it) to disk.
+    pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    /// Syncs every file and directory under `path`, children before parents.
+    pub(crate) fn sync_tree(path: &Path) -> io::Result<()> {
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                sync_tree(&entry.path())?;
+            } else if kind.is_file() {
+                sync_file(&entry.path())?;
+            }
+        }
+        sync_dir(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::body::{Body, Mode};
+    use swarm_api::repo::{create_conversation, Repo};
+    use swarm_api::testing::{Person, T};
+
+    /// The PID of a process that has exited (and was reaped).
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    }
+
+    #[test]
+    fn a_write_recovers_from_locks_left_by_a_dead_writer() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let storage = GitStorage::open(tmp.path()).expect("open");
+        let alice = Person::new("Alice");
+        let conv = create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, T)
+            .expect("create");
+        let git_dir = storage.repo_path(&conv);
+        let ref_lock = git_dir.join("refs/heads/main.lock");
+        let writer_lock = git_dir.join(WRITER_LOCK);
+        let repo = Repo::open(&storage, conv).expect("open conversation");
+        // What a writer killed during its ref update leaves: both lock files, ours naming
+        // a dead process (then one naming this process's PID, as after PID reuse).
+        for holder in [stamp(dead_pid()), stamp(std::process::id()), "".into()] {
+            std::fs::write(&ref_lock, "garbage").expect("plant ref lock");
+            std::fs::write(&writer_lock, &holder).expect("plant writer lock");
+            let before = repo.head().expect("head");
+            let id = repo
+                .append(&alice.signer(), &Body::text("after the crash"), &[], T + 1)
+                .unwrap_or_else(|e| panic!("write with a stale lock {holder:?}: {e}"));
+            assert_ne!(id, before);
+            assert_eq!(storage.head(&conv).expect("head"), Some(id));
+            assert!(!ref_lock.exists(), "stale ref lock removed");
+            assert!(!writer_lock.exists(), "writer lock released");
+        }
+        repo.verify().expect("verify");
+    }
+
+    #[test]
+    fn a_lock_holder_is_alive_only_while_its_process_runs() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn");
+        let held = stamp(child.id());
+        assert!(holder_alive(&held), "a running process holds the lock");
+        // Same PID, different start time: another process that reused the PID.
+        let mut fields: Vec<&str> = held.split_whitespace().collect();
+        if fields.len() > 1 {
+            fields[1] = "1";
+            assert!(
+                !holder_alive(&fields.join(" ")),
+                "a reused PID is not the holder"
+            );
+        }
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(!holder_alive(&held), "a dead process holds nothing");
+        assert!(!holder_alive("not a pid\n"), "unparseable content is stale");
+    }
+
+    #[test]
+    fn a_second_writer_in_the_same_process_gets_the_lock_once_the_first_releases_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = WriterLock::acquire(tmp.path()).expect("first");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = tmp.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let second = WriterLock::acquire(&path).expect("second");
+            tx.send(()).expect("send");
+            drop(second);
+        });
+        assert!(
+            rx.try_recv().is_err(),
+            "the second writer waits while the first holds the lock"
+        );
+        assert!(tmp.path().join(WRITER_LOCK).exists());
+        drop(first);
+        rx.recv()
+            .expect("the second writer gets the lock once released");
+        waiter.join().expect("join");
+        assert!(!tmp.path().join(WRITER_LOCK).exists());
     }
 }

@@ -179,20 +179,6 @@ fn crash_runs(backend: &str) -> usize {
         assert!(!status.success(), "the child was killed, run {run}");
         acked.extend(printed.iter().copied());
         check_after_crash(backend, dir, conv, &mut acked, run);
-        if backend == "git" {
-            // KNOWN LIMITATION of swarm-git: a kill during the ref update leaves
-            // `refs/heads/main.lock`, and every later write fails until it is removed (as
-            // with stock git). Reads and verification are unaffected (checked above); the
-            // test removes the stale lock the way git tells a user to, and counts it.
-            let lock = dir
-                .join("store")
-                .join(conv.to_string())
-                .join("refs/heads/main.lock");
-            if lock.exists() {
-                std::fs::remove_file(&lock).expect("remove the stale lock");
-                eprintln!("git run {run}: stale refs/heads/main.lock left by the kill (removed)");
-            }
-        }
     }
     if backend == "git" {
         let repo = dir.join("store").join(conv.to_string());
