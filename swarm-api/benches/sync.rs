@@ -177,7 +177,7 @@ fn sync_once(
             client_graph,
             qid,
             tip,
-            Some(&signer.signer()),
+            sync::MergePolicy::Always(&signer.signer()),
             1_900_000_000,
         )
         .unwrap();

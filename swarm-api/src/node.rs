@@ -185,6 +185,7 @@ struct Inner {
     backoff: std::sync::Mutex<HashMap<DeviceId, Backoff>>,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
+    deferred: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
 }
@@ -234,6 +235,7 @@ impl Node {
                 backoff: Default::default(),
                 running: Default::default(),
                 queued: Default::default(),
+                deferred: Default::default(),
                 fetch_attempts: Default::default(),
                 events,
             }),
@@ -535,17 +537,67 @@ impl Node {
             .await?;
         let graph = self.graph(&conv);
         let signer = self.inner.me.signer();
+        // The first time a divergence with this tip is seen, only the side with the higher
+        // head id merges (one merge instead of one per peer); if it comes back unmerged, we
+        // merge ourselves (the other side may not be allowed to).
+        let deferred_before = {
+            let d = self
+                .inner
+                .deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            d.contains(&(conv, peer))
+        };
+        let policy = |s| {
+            if deferred_before {
+                sync::MergePolicy::Always(s)
+            } else {
+                sync::MergePolicy::DeferToHigher(s)
+            }
+        };
         let (integrated, _) = sync::fetch(
             &mut stream,
             conv,
             &*self.inner.storage,
             &self.inner.engine,
             &graph,
-            Some(&signer),
+            policy(&signer),
             unix_now(),
             self.inner.config.bundle_limits,
         )
         .await?;
+        {
+            let mut d = self
+                .inner
+                .deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if integrated.as_ref().is_some_and(|i| i.diverged) {
+                d.insert((conv, peer));
+            } else {
+                d.remove(&(conv, peer));
+            }
+        }
+        if let Some(i) = &integrated {
+            if i.diverged {
+                // Ask the peer to fetch from us: it has the higher head and merges.
+                let payload = serde_json::to_vec(&Announce {
+                    device_id: self.inner.me.device.id(),
+                    conversation_id: conv,
+                    commit: i.head,
+                })
+                .unwrap_or_default();
+                let signal = Signal {
+                    kind: ANNOUNCE.into(),
+                    payload,
+                };
+                let _ = self
+                    .inner
+                    .transport
+                    .send_signal(Destination::Device(peer), signal)
+                    .await;
+            }
+        }
         Ok(integrated)
     }
 

@@ -584,8 +584,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn randomized_partitions_and_healing_converge_without_losing_messages() {
-    let n = env_or("SWARM_SIM_PEERS", 24) as usize;
-    let rounds = env_or("SWARM_SIM_ROUNDS", 10);
+    let n = env_or("SWARM_SIM_PEERS", 50) as usize;
+    let rounds = env_or("SWARM_SIM_ROUNDS", 20);
     let seed = env_or("SWARM_SIM_SEED", 42);
     let net = SimNetwork::new(seed);
     net.set_latency(Duration::from_millis(20));
@@ -629,6 +629,11 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
                     .await
                     .unwrap(),
             );
+            // People type at human speed: announcements spread between messages.
+            for _ in 0..4 {
+                tokio::time::advance(Duration::from_millis(50)).await;
+                tokio::task::yield_now().await;
+            }
         }
         // Membership and profile changes on whatever side the admin is.
         match round % 4 {
@@ -654,6 +659,16 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
     net.heal();
     Box::pin(converge(&peers, conv)).await;
     assert_agree(&peers, conv, &sent);
+    let history = Repo::open(&*peers[0].storage, conv)
+        .unwrap()
+        .history()
+        .unwrap();
+    let merges = history.iter().filter(|c| c.parents.len() > 1).count();
+    let fetches: u64 = peers.iter().map(|p| p.node.fetch_attempts()).sum();
+    eprintln!(
+        "{n} peers, {rounds} rounds: {} commits ({merges} merges), {fetches} fetches",
+        history.len()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -655,6 +655,9 @@ pub struct Integrated {
     pub head: CommitId,
     /// The merge commit this device made, if any.
     pub merge: Option<CommitId>,
+    /// The histories diverged and this device kept its head without merging (policy, or not
+    /// allowed to sign the merge): someone else has to merge.
+    pub diverged: bool,
 }
 
 /// Quarantined objects over stored ones.
@@ -704,15 +707,15 @@ pub fn integrate(
     graph: &mut Graph,
     q: QuarantineId,
     tip: CommitId,
-    signer: Option<&Signer<'_>>,
+    merge: MergePolicy<'_>,
     time: i64,
 ) -> Result<Integrated, SyncError> {
     let conv = q.conv;
     // A local commit may move the head while we decide: then decide again (the quarantine
     // is still there); a local commit is never blocked by a fetch.
     for _ in 0..8 {
-        match integrate_inner(storage, engine, graph, &q, tip, signer, time) {
-            Ok((update, merge_objects, new_commits, merge)) => {
+        match integrate_inner(storage, engine, graph, &q, tip, merge, time) {
+            Ok((update, merge_objects, new_commits, merged, diverged)) => {
                 if !merge_objects.is_empty() {
                     storage.quarantine_put(&q, &merge_objects)?;
                 }
@@ -723,7 +726,8 @@ pub fn integrate(
                             new_commits,
                             old_head,
                             head: update.new,
-                            merge,
+                            merge: merged,
+                            diverged,
                         })
                     }
                     Err(StorageError::HeadMoved { .. }) => continue,
@@ -746,7 +750,26 @@ pub fn integrate(
     Err(SyncError::Io("the head kept moving; try again".into()))
 }
 
-type Plan = (HeadUpdate, Vec<Object>, Vec<CommitId>, Option<CommitId>);
+type Plan = (
+    HeadUpdate,
+    Vec<Object>,
+    Vec<CommitId>,
+    Option<CommitId>,
+    bool,
+);
+
+/// Whether and how [`integrate`] may make a merge commit.
+#[derive(Clone, Copy)]
+pub enum MergePolicy<'a> {
+    /// Never merge (keep our head when the histories diverged).
+    Never,
+    /// Merge, signed by this device.
+    Always(&'a Signer<'a>),
+    /// Merge only if our head's id is higher than the tip's; otherwise keep our head and
+    /// let the other side (which applies the same rule) make the one merge. Without this,
+    /// every peer that sees a divergence makes its own merge commit.
+    DeferToHigher(&'a Signer<'a>),
+}
 
 fn integrate_inner(
     storage: &dyn Storage,
@@ -754,7 +777,7 @@ fn integrate_inner(
     graph: &mut Graph,
     q: &QuarantineId,
     tip: CommitId,
-    signer: Option<&Signer<'_>>,
+    policy: MergePolicy<'_>,
     time: i64,
 ) -> Result<Plan, SyncError> {
     let conv = q.conv;
@@ -780,6 +803,7 @@ fn integrate_inner(
             vec![],
             new_commits,
             None,
+            false,
         ));
     };
     let keep = HeadUpdate {
@@ -787,7 +811,7 @@ fn integrate_inner(
         new: head,
     };
     if graph.is_ancestor(&view, &tip, &head)? {
-        return Ok((keep, vec![], new_commits, None));
+        return Ok((keep, vec![], new_commits, None, false));
     }
     let tip_covers = graph.covers(&view, &tip, &head)?;
     let head_covers = graph.covers(&view, &head, &tip)?;
@@ -800,13 +824,18 @@ fn integrate_inner(
             vec![],
             new_commits,
             None,
+            false,
         ));
     }
     if head_covers {
-        return Ok((keep, vec![], new_commits, None));
+        return Ok((keep, vec![], new_commits, None, false));
     }
-    let Some(signer) = signer else {
-        return Ok((keep, vec![], new_commits, None));
+    let signer = match policy {
+        MergePolicy::Always(s) => s,
+        MergePolicy::DeferToHigher(s) if head > tip => s,
+        MergePolicy::Never | MergePolicy::DeferToHigher(_) => {
+            return Ok((keep, vec![], new_commits, None, true))
+        }
     };
     // A merge commit with the deterministic tree.
     let limits = TreeLimits::default();
@@ -853,11 +882,12 @@ fn integrate_inner(
                 objects,
                 new_commits,
                 Some(merge_id),
+                false,
             ))
         }
         Err(r) => {
             tracing::info!(target: "swarm_api::sync", %conv, reason = %r, "cannot sign a merge here; keeping our head");
-            Ok((keep, vec![], new_commits, None))
+            Ok((keep, vec![], new_commits, None, true))
         }
     }
 }
@@ -944,7 +974,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     storage: &dyn Storage,
     engine: &Engine,
     graph: &std::sync::Mutex<Graph>,
-    signer: Option<&Signer<'_>>,
+    merge: MergePolicy<'_>,
     time: i64,
     limits: BundleLimits,
 ) -> Result<(Option<Integrated>, FetchStats), SyncError> {
@@ -1014,7 +1044,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             let mut g = graph
                 .lock()
                 .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
-            let integrated = integrate(storage, engine, &mut g, q, tip, signer, time)?;
+            let integrated = integrate(storage, engine, &mut g, q, tip, merge, time)?;
             Ok((Some(integrated), stats))
         }
     }

@@ -340,6 +340,35 @@ pub struct Engine {
     parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
     /// Device certificate chains already verified (they depend only on their blobs).
     chains: Mutex<HashSet<rules::ChainKey>>,
+    /// Membership states of recent commits (a pure function of the commit): the heads a node
+    /// serves and syncs onto are looked up again and again.
+    states: Mutex<StateCache>,
+}
+
+/// A small bounded memo of states, oldest evicted first.
+#[derive(Default)]
+pub(crate) struct StateCache {
+    map: HashMap<(ConversationId, CommitId), Arc<State>>,
+    order: std::collections::VecDeque<(ConversationId, CommitId)>,
+}
+
+impl StateCache {
+    const CAPACITY: usize = 256;
+
+    pub(crate) fn get(&self, key: &(ConversationId, CommitId)) -> Option<Arc<State>> {
+        self.map.get(key).cloned()
+    }
+
+    pub(crate) fn insert(&mut self, key: (ConversationId, CommitId), state: Arc<State>) {
+        if self.map.insert(key, state).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -365,6 +394,7 @@ impl Engine {
             types: BTreeMap::new(),
             parsed: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashSet::new()),
+            states: Mutex::new(StateCache::default()),
         }
     }
 
@@ -450,10 +480,15 @@ impl Engine {
             })?;
             states.insert(*id, state);
         }
-        let head_state = tips
+        let head_state: BTreeMap<CommitId, Arc<State>> = tips
             .iter()
             .filter_map(|t| states.get(t).map(|s| (*t, s.clone())))
             .collect();
+        if let Ok(mut cache) = self.states.lock() {
+            for (t, s) in &head_state {
+                cache.insert((conv, *t), s.clone());
+            }
+        }
         Ok(Validated {
             commits: order,
             head_state,

@@ -231,10 +231,18 @@ impl<'a> Ctx<'a> {
         if let Some(s) = states.get(id) {
             return Ok(s.clone());
         }
+        let key = (self.conv, *id);
+        if let Some(s) = self.engine.states.lock().ok().and_then(|c| c.get(&key)) {
+            states.insert(*id, s.clone());
+            return Ok(s);
+        }
         let mode = self.mode()?;
         let c = self.load(id)?;
         let s = Arc::new(full_state(self.src, mode, &c.tree, &self.engine.limits)?);
         states.insert(*id, s.clone());
+        if let Ok(mut cache) = self.engine.states.lock() {
+            cache.insert(key, s.clone());
+        }
         Ok(s)
     }
 
