@@ -216,50 +216,26 @@ fn read_dir(
             reason: format!("deeper than {} levels", limits.max_depth),
         });
     }
-    let obj = src.expect(id, Kind::Tree)?;
-    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
-        ObjectError::Malformed {
-            id: *id,
-            reason: e.to_string(),
-        }
-    })?;
-    for entry in tree.entries {
-        let name = std::str::from_utf8(entry.filename).map_err(|_| ObjectError::Malformed {
-            id: *id,
-            reason: "file name is not UTF-8".into(),
-        })?;
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-            return Err(ObjectError::Malformed {
-                id: *id,
-                reason: format!("invalid file name {name:?}"),
-            });
-        }
+    for (name, (is_tree, oid)) in dir_entries(src, id)? {
         let path = format!("{prefix}{name}");
-        match entry.mode.kind() {
-            tree::EntryKind::Tree => read_dir(
+        if is_tree {
+            read_dir(
                 src,
                 root,
-                &entry.oid.to_owned(),
+                &oid,
                 &format!("{path}/"),
                 depth + 1,
                 limits,
                 files,
-            )?,
-            tree::EntryKind::Blob => {
-                if files.len() >= limits.max_files {
-                    return Err(ObjectError::TooLarge {
-                        id: *root,
-                        reason: format!("more than {} files", limits.max_files),
-                    });
-                }
-                files.insert(path, entry.oid.to_owned());
+            )?;
+        } else {
+            if files.len() >= limits.max_files {
+                return Err(ObjectError::TooLarge {
+                    id: *root,
+                    reason: format!("more than {} files", limits.max_files),
+                });
             }
-            other => {
-                return Err(ObjectError::Malformed {
-                    id: *id,
-                    reason: format!("{path:?} has unsupported mode {other:?}"),
-                })
-            }
+            files.insert(path, oid);
         }
     }
     Ok(())
@@ -352,9 +328,13 @@ pub fn diff_trees(
     Ok(out)
 }
 
-type DirEntries = BTreeMap<String, (bool, ObjectId)>;
+/// The entries of one tree: name → (is a tree, id). Only trees and plain blobs are
+/// accepted (no symlinks, submodules or executables in a conversation); names are UTF-8,
+/// non-empty, without `/`, never `.` or `..`, and unique.
+pub type DirEntries = BTreeMap<String, (bool, ObjectId)>;
 
-fn dir_entries(src: &dyn ObjectSource, id: &ObjectId) -> Result<DirEntries, ObjectError> {
+/// Reads one tree object into [`DirEntries`].
+pub fn dir_entries(src: &dyn ObjectSource, id: &ObjectId) -> Result<DirEntries, ObjectError> {
     let obj = src.expect(id, Kind::Tree)?;
     let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
         ObjectError::Malformed {

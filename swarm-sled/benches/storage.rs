@@ -25,8 +25,27 @@ use swarm_api::{CommitId, ConversationId};
 use swarm_git::GitStorage;
 use swarm_sled::SledStorage;
 
-const MESSAGES: usize = 100_000;
-const APPENDS: usize = 10_000;
+/// Under `cargo bench` (criterion passes `--bench`) the full sizes; under `cargo test` (which
+/// runs every bench target once as a smoke test) small ones, so the test suite stays fast.
+fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+/// Messages in the "open + last 50" / "full walk" conversation.
+fn messages() -> usize {
+    if bench_mode() {
+        100_000
+    } else {
+        200
+    }
+}
+/// Messages in the one-shot append run.
+fn appends() -> usize {
+    if bench_mode() {
+        10_000
+    } else {
+        20
+    }
+}
 const LAST: usize = 50;
 const FIXTURE_VERSION: &str = "v1";
 
@@ -62,7 +81,7 @@ fn fixture(backend: Backend) -> (PathBuf, ConversationId) {
     let dir = target_dir()
         .join("swarm-bench-fixtures")
         .join(FIXTURE_VERSION)
-        .join(backend.name());
+        .join(format!("{}-{}", backend.name(), messages()));
     let done = dir.join("complete");
     let store = dir.join("store");
     if let Ok(id) = std::fs::read_to_string(&done) {
@@ -89,13 +108,14 @@ fn fixture(backend: Backend) -> (PathBuf, ConversationId) {
     let mut head = conv.initial_commit();
     let mut batch = Vec::new();
     let mut batch_start = head;
-    for i in 0..MESSAGES {
+    let total = messages();
+    for i in 0..total {
         let msg = Body::text(format!("message {i}")).to_message();
         let obj =
             sign_commit(&alice.device, "Alice", tree, &[head], &msg, T + i as i64).expect("sign");
         head = CommitId::from_object_id(&obj.id()).expect("sha1");
         batch.push(obj);
-        if batch.len() == 5_000 || i + 1 == MESSAGES {
+        if batch.len() == 5_000 || i + 1 == total {
             storage
                 .write(
                     &conv,
@@ -114,8 +134,9 @@ fn fixture(backend: Backend) -> (PathBuf, ConversationId) {
     drop(storage);
     std::fs::write(&done, conv.to_string()).expect("mark fixture");
     eprintln!(
-        "built the {} fixture ({MESSAGES} messages) in {:.1} s",
+        "built the {} fixture ({} messages) in {:.1} s",
         backend.name(),
+        messages(),
         start.elapsed().as_secs_f64()
     );
     (store, conv)
@@ -151,7 +172,7 @@ fn append_10k_once(backend: Backend) -> Duration {
     .expect("create");
     let repo = Repo::open(storage.as_ref(), conv).expect("open");
     let start = Instant::now();
-    for i in 0..APPENDS {
+    for i in 0..appends() {
         repo.append(
             &alice.signer(),
             &Body::text(format!("m{i}")),
@@ -171,10 +192,11 @@ fn benches(c: &mut Criterion) {
     for b in backends.into_iter().filter(|_| one_shot) {
         let d = append_10k_once(b);
         eprintln!(
-            "append {APPENDS} messages ({}): {:.2} s ({:.0} µs per message)",
+            "append {} messages ({}): {:.2} s ({:.0} µs per message)",
+            appends(),
             b.name(),
             d.as_secs_f64(),
-            d.as_secs_f64() * 1e6 / APPENDS as f64
+            d.as_secs_f64() * 1e6 / appends() as f64
         );
     }
 
@@ -247,14 +269,14 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("history_walk");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(MESSAGES as u64 + 1));
+    g.throughput(Throughput::Elements(messages() as u64 + 1));
     for (b, path, conv) in &fixtures {
         let storage = b.open(path);
         let repo = Repo::open(storage.as_ref(), *conv).expect("open");
         g.bench_function(b.name(), |bench| {
             bench.iter(|| {
                 let h = repo.history().expect("history");
-                assert_eq!(h.len(), MESSAGES + 1);
+                assert_eq!(h.len(), messages() + 1);
                 black_box(h)
             })
         });

@@ -30,7 +30,9 @@ pub use wire::{Decoder, Frame, WireError};
 use crate::graph::Graph;
 use crate::id::{CommitId, ConversationId};
 use crate::merge::merge_files;
-use crate::object::{build_tree, read_tree, Kind, Object, ObjectError, ObjectSource, TreeLimits};
+use crate::object::{
+    build_tree, dir_entries, read_tree, Kind, Object, ObjectError, ObjectSource, TreeLimits,
+};
 use crate::repo::Signer;
 use crate::storage::{ConversationObjects, HeadUpdate, QuarantineId, Storage, StorageError};
 use crate::validate::{Engine, MemberRole, Rejection};
@@ -379,16 +381,8 @@ fn tree_ids(
     if !have.insert(*root) {
         return Ok(());
     }
-    let obj = src.expect(root, Kind::Tree)?;
-    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
-        ObjectError::Malformed {
-            id: *root,
-            reason: e.to_string(),
-        }
-    })?;
-    for e in tree.entries {
-        let id = e.oid.to_owned();
-        if e.mode.is_tree() {
+    for (is_tree, id) in dir_entries(src, root)?.into_values() {
+        if is_tree {
             tree_ids(src, &id, have)?;
         } else {
             have.insert(id);
@@ -407,20 +401,9 @@ fn push_tree(
     if !have.insert(*root) {
         return Ok(());
     }
-    let obj = src.expect(root, Kind::Tree)?;
-    let tree = gix_object::TreeRef::from_bytes(&obj.data, gix_hash::Kind::Sha1).map_err(|e| {
-        ObjectError::Malformed {
-            id: *root,
-            reason: e.to_string(),
-        }
-    })?;
-    let entries: Vec<(bool, ObjectId)> = tree
-        .entries
-        .iter()
-        .map(|e| (e.mode.is_tree(), e.oid.to_owned()))
-        .collect();
-    out.push(obj);
-    for (is_tree, id) in entries {
+    let entries = dir_entries(src, root)?;
+    out.push(src.expect(root, Kind::Tree)?);
+    for (is_tree, id) in entries.into_values() {
         if is_tree {
             push_tree(src, &id, have, out)?;
         } else if have.insert(id) {

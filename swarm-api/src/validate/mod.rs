@@ -12,7 +12,7 @@
 pub(crate) mod rules;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use gix_hash::ObjectId;
@@ -526,45 +526,4 @@ fn full_state(
 ) -> Result<State, Violation> {
     let files: Files = read_tree(src, tree, limits.tree)?;
     Ok(State::from_files(mode, files))
-}
-
-/// Merge base of `a` and `b`: the common ancestor with the highest generation, ties broken
-/// by the smallest commit id (deterministic on every peer).
-fn merge_base(
-    ctx: &mut rules::Ctx<'_>,
-    a: &CommitId,
-    b: &CommitId,
-) -> Result<Option<CommitId>, Violation> {
-    let mut flags: HashMap<CommitId, u8> = HashMap::new();
-    let mut heap: BinaryHeap<(u64, std::cmp::Reverse<CommitId>)> = BinaryHeap::new();
-    for (id, f) in [(a, 1u8), (b, 2u8)] {
-        *flags.entry(*id).or_default() |= f;
-        heap.push((ctx.generation(id)?, std::cmp::Reverse(*id)));
-    }
-    let mut best: Option<(u64, CommitId)> = None;
-    let mut popped = BTreeSet::new();
-    while let Some((gen, std::cmp::Reverse(id))) = heap.pop() {
-        if !popped.insert(id) {
-            continue;
-        }
-        if let Some((bg, _)) = best {
-            if gen < bg {
-                break;
-            }
-        }
-        let f = flags.get(&id).copied().unwrap_or(0);
-        if f == 3 {
-            match best {
-                Some((bg, bid)) if bg == gen && bid < id => {}
-                _ => best = Some((gen, id)),
-            }
-            continue;
-        }
-        let parents = ctx.load(&id)?.parents.clone();
-        for p in parents {
-            *flags.entry(p).or_default() |= f;
-            heap.push((ctx.generation(&p)?, std::cmp::Reverse(p)));
-        }
-    }
-    Ok(best.map(|(_, id)| id))
 }

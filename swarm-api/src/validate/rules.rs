@@ -7,9 +7,10 @@ use std::sync::Arc;
 use gix_hash::ObjectId;
 
 use super::state::{MemberRole, Parsed, State};
-use super::{full_state, merge_base, mode_of, CommitLookup, Engine, Violation};
+use super::{full_state, mode_of, CommitLookup, Engine, Violation};
 use crate::body::{self, Body, MemberAction, Mode};
 use crate::commit::{Commit, SignatureError};
+use crate::graph::Graph;
 use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
 use crate::identity::{verify_device, AccountCert, ChainError, Crl, DeviceCert};
 use crate::layout::{self, Kind, Path, VoteDir};
@@ -29,7 +30,8 @@ pub(super) struct Ctx<'a> {
     src: &'a dyn ObjectSource,
     mode: Option<Mode>,
     commits: HashMap<CommitId, Arc<Commit>>,
-    generations: HashMap<CommitId, u64>,
+    /// Parents and generations (merge bases, ancestry).
+    graph: std::cell::RefCell<Graph>,
     /// Devices already found authorized at a state (by the state's address; the entry
     /// keeps the state alive so the address is not reused), for commits that change no
     /// file: every message on the same state has the same signer checks, only the
@@ -60,7 +62,7 @@ impl<'a> Ctx<'a> {
             src,
             mode: None,
             commits: HashMap::new(),
-            generations: HashMap::new(),
+            graph: Default::default(),
             authorized: HashMap::new(),
         }
     }
@@ -92,43 +94,6 @@ impl<'a> Ctx<'a> {
         );
         self.commits.insert(*id, c.clone());
         Ok(c)
-    }
-
-    /// Generation number: 0 for the root, 1 + max(parents) otherwise.
-    pub(super) fn generation(&mut self, id: &CommitId) -> Result<u64, Violation> {
-        if let Some(g) = self.generations.get(id) {
-            return Ok(*g);
-        }
-        let mut stack = vec![*id];
-        while let Some(top) = stack.last().copied() {
-            if self.generations.contains_key(&top) {
-                stack.pop();
-                continue;
-            }
-            let c = self.load(&top)?;
-            let missing: Vec<CommitId> = c
-                .parents
-                .iter()
-                .filter(|p| !self.generations.contains_key(p))
-                .copied()
-                .collect();
-            if missing.is_empty() {
-                let g = c
-                    .parents
-                    .iter()
-                    .map(|p| self.generations[p] + 1)
-                    .max()
-                    .unwrap_or(0);
-                self.generations.insert(top, g);
-                stack.pop();
-            } else {
-                if stack.len() > self.engine.limits.max_commits + 1 {
-                    return Err(Violation::Limit("history too deep".into()));
-                }
-                stack.extend(missing);
-            }
-        }
-        Ok(self.generations[id])
     }
 
     fn blob(&self, path: &str, id: &ObjectId) -> Result<Vec<u8>, Violation> {
@@ -514,7 +479,8 @@ impl<'a> Ctx<'a> {
         let (p1, p2) = (c.parents[0], c.parents[1]);
         let s1 = self.state_of(&p1, states)?;
         let s2 = self.state_of(&p2, states)?;
-        let base = match merge_base(self, &p1, &p2)? {
+        let merge_base = self.graph.borrow_mut().merge_base(self.src, &p1, &p2)?;
+        let base = match merge_base {
             Some(b) => self.state_of(&b, states)?.files.clone(),
             None => Files::new(),
         };
@@ -1099,21 +1065,10 @@ impl CommitLookup for Ctx<'_> {
     }
 
     fn is_ancestor(&self, ancestor: &CommitId, of: &CommitId) -> bool {
-        // Breadth-first walk back from `of`; bounded by the history size.
-        let mut seen = BTreeSet::from([*of]);
-        let mut queue = std::collections::VecDeque::from([*of]);
-        while let Some(id) = queue.pop_front() {
-            if id == *ancestor {
-                return true;
-            }
-            let Some(c) = self.commit(&id) else { continue };
-            for p in &c.parents {
-                if seen.insert(*p) {
-                    queue.push_back(*p);
-                }
-            }
-        }
-        false
+        self.graph
+            .borrow_mut()
+            .is_ancestor(self.src, ancestor, of)
+            .unwrap_or(false)
     }
 }
 
