@@ -820,7 +820,7 @@ impl Crl {
     }
     /// Whether the CRL lists this device certificate (by serial number).
     pub fn revokes(&self, device: &DeviceCert) -> bool {
-        self.revoked_serials.iter().any(|s| *s == device.serial)
+        self.revoked_serials.contains(&device.serial)
     }
 }
 

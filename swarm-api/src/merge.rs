@@ -23,9 +23,8 @@ pub fn merge_files(base: &Files, a: &Files, a_id: &CommitId, b: &Files, b_id: &C
             x
         } else if x == o {
             y
-        } else if y == o {
-            x
-        } else if a_id > b_id {
+        } else if y == o || a_id > b_id {
+            // Only `a` changed it, or both did and `a` has the higher commit id.
             x
         } else {
             y

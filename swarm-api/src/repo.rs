@@ -335,9 +335,9 @@ impl<'a> Repo<'a> {
                 (crl_path(signer), signer.crl.pem().as_bytes().to_vec()),
             ];
             for (path, data) in own {
-                if !files.contains_key(&path) {
+                if let std::collections::btree_map::Entry::Vacant(e) = files.entry(path) {
                     let blob = Object::blob(data);
-                    files.insert(path, blob.id());
+                    e.insert(blob.id());
                     blobs.push(blob);
                 }
             }

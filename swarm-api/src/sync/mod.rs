@@ -315,7 +315,7 @@ impl Server {
         } else {
             self.extend_chain(storage, graph, to)?;
             let span = to - from;
-            let n = span.min(wire::MAX_PROBE / 8).max(1);
+            let n = span.clamp(1, wire::MAX_PROBE / 8);
             for i in 0..n {
                 let d = from + i * span / n;
                 if d < self.chain.len() && distances.last() != Some(&d) {
@@ -550,7 +550,7 @@ impl Client {
             }
             (ClientPhase::AwaitAnswer, Frame::Probe(ids)) => {
                 self.round_trips += 1;
-                let bits = ids.iter().map(|id| has(id)).collect();
+                let bits = ids.iter().map(has).collect();
                 self.probe = ids;
                 Ok(vec![ClientStep::Send(Frame::Known(bits))])
             }
