@@ -727,3 +727,23 @@ async fn a_join_and_a_ban_of_the_same_invitee_across_a_partition_resolve_to_bann
     }
     assert_agree(&peers, conv, &[join, hello]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn lost_announcements_are_made_up_for_by_reconnection_syncs() {
+    let net = SimNetwork::new(9);
+    let (peers, conv) = Box::pin(group(
+        &net,
+        &["Alice", "Bob", "Carla", "Denys"],
+        Mode::InvitesOnly,
+    ))
+    .await;
+    // Half of all signals are lost from now on.
+    net.set_loss(0.5);
+    let mut sent = vec![];
+    for (i, p) in peers.iter().enumerate() {
+        sent.push(p.node.send(conv, &format!("lossy {i}")).await.unwrap());
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    Box::pin(converge(&peers, conv)).await;
+    assert_agree(&peers, conv, &sent);
+}
