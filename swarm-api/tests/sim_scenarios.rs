@@ -613,6 +613,17 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
         Box::pin(p.node.commit(conv, &body, &ch)).await.unwrap();
     }
     Box::pin(converge(&peers, conv)).await;
+    if std::env::var("SWARM_SIM_DEBUG").is_ok() {
+        let h = Repo::open(&*peers[0].storage, conv)
+            .unwrap()
+            .history()
+            .unwrap();
+        eprintln!(
+            "after setup: {} commits, {} merges",
+            h.len(),
+            h.iter().filter(|c| c.parents.len() > 1).count()
+        );
+    }
     let mut sent: Vec<CommitId> = Vec::new();
     for round in 0..rounds {
         // A random partition into 1 to 3 groups.

@@ -733,6 +733,14 @@ pub fn integrate(
     Err(SyncError::Io("the head kept moving; try again".into()))
 }
 
+/// Whether `device` made commit `id`.
+fn authored_by(src: &dyn ObjectSource, id: &CommitId, device: &crate::id::DeviceId) -> bool {
+    src.expect(&id.object_id(), Kind::Commit)
+        .ok()
+        .and_then(|o| crate::commit::Commit::parse(*id, &o.data).ok())
+        .is_some_and(|c| c.device == *device)
+}
+
 type Plan = (
     HeadUpdate,
     Vec<Object>,
@@ -748,9 +756,11 @@ pub enum MergePolicy<'a> {
     Never,
     /// Merge, signed by this device.
     Always(&'a Signer<'a>),
-    /// Merge only if our head's id is higher than the tip's; otherwise keep our head and
-    /// let the other side (which applies the same rule) make the one merge. Without this,
-    /// every peer that sees a divergence makes its own merge commit.
+    /// Merge only if our head's id is higher than the tip's *and* this device made our head;
+    /// otherwise keep our head and let that one device (which applies the same rule) make the
+    /// merge. Without this, every peer that sees a divergence makes its own merge commit.
+    /// Callers fall back to [`MergePolicy::Always`] when a deferred divergence persists (the
+    /// designated device may be offline or not allowed to sign).
     DeferToHigher(&'a Signer<'a>),
 }
 
@@ -815,7 +825,11 @@ fn integrate_inner(
     }
     let signer = match policy {
         MergePolicy::Always(s) => s,
-        MergePolicy::DeferToHigher(s) if head > tip => s,
+        MergePolicy::DeferToHigher(s)
+            if head > tip && authored_by(&view, &head, &s.device.id()) =>
+        {
+            s
+        }
         MergePolicy::Never | MergePolicy::DeferToHigher(_) => {
             return Ok((keep, vec![], new_commits, None, true))
         }
