@@ -29,6 +29,7 @@ pub mod commit;
 pub mod graph;
 pub mod id;
 pub mod identity;
+pub mod jami;
 pub mod layout;
 pub mod merge;
 pub mod node;
