@@ -1,5 +1,5 @@
 //! The `jami` signature scheme against the repositories written by the real jamid 13.7
-//! (`../shared/fixtures/jami`, see its README). Objects are read with the `git` CLI, read-only.
+//! (`tests/fixtures/jami`, a verbatim copy of the project's shared fixtures; see its README). Objects are read with the `git` CLI, read-only.
 //! Set `SWARM_JAMI_FIXTURES` to use another copy of the fixtures.
 
 use std::collections::BTreeSet;
@@ -23,9 +23,7 @@ const FIXTURE_TIME: i64 = 1_795_694_771;
 fn fixtures() -> PathBuf {
     let dir = std::env::var_os("SWARM_JAMI_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/jami")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jami"));
     assert!(
         dir.join("repos").is_dir(),
         "Jami fixtures not found at {} (set SWARM_JAMI_FIXTURES)",
