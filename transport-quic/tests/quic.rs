@@ -342,8 +342,8 @@ async fn malformed_signals_and_oversized_headers_are_refused_without_panic() {
         let _ = s.write_all(&h).await;
         let _ = s.finish();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The connection still works, and only the valid signal comes through.
+    // The connection still works, and only the valid signal comes through (whatever order
+    // the streams are processed in, no malformed one may ever surface).
     ta.send_signal(Destination::Device(bob.device.id()), signal("ok", b"1"))
         .await
         .expect("valid signal");
