@@ -186,9 +186,7 @@ impl ServerCertVerifier for SwarmVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -230,9 +228,7 @@ impl ClientCertVerifier for SwarmVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -247,6 +243,11 @@ impl ClientCertVerifier for SwarmVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         vec![SignatureScheme::ED25519]
     }
+}
+
+/// TLS 1.2 is never accepted (QUIC requires 1.3; only its key exchange is forward-secret).
+fn tls12_refused() -> rustls::Error {
+    rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic)
 }
 
 fn verifier(me: &LocalIdentity, crls: Option<CrlLookup>) -> Arc<SwarmVerifier> {

@@ -651,13 +651,7 @@ impl<'a> Ctx<'a> {
             ))
         })?;
         let path = layout::vote(action, kind, &v.uri.to_string(), &signer.account);
-        match rest {
-            [d] if d.path == path && d.old.is_none() && d.new == Some(empty_blob()) => Ok(()),
-            _ => Err(Violation::VoteFiles(format!(
-                "expected exactly the empty file {path} to be added, got {:?}",
-                paths(rest)
-            ))),
-        }
+        only_empty_file_added(rest, &path).map_err(Violation::VoteFiles)
     }
 
     /// Rules `add-mode`, `add-target`, `add-files`.
@@ -696,13 +690,7 @@ impl<'a> Ctx<'a> {
             return Err(Violation::AddTarget(uri.to_string()));
         }
         let path = layout::invited(&uri);
-        match rest {
-            [d] if d.path == path && d.old.is_none() && d.new == Some(empty_blob()) => Ok(()),
-            _ => Err(Violation::AddFiles(format!(
-                "expected exactly the empty file {path} to be added, got {:?}",
-                paths(rest)
-            ))),
-        }
+        only_empty_file_added(rest, &path).map_err(Violation::AddFiles)
     }
 
     /// Rules `join-signer`, `join-invited`, `join-files`.
@@ -933,6 +921,17 @@ fn fast_signature_ok(c: &Commit, key: &ed25519_dalek::VerifyingKey) -> bool {
         return false;
     };
     key.verify(&signed, &raw).is_ok()
+}
+
+/// `Ok` if the only change is the empty file `path` being added; else the reason.
+fn only_empty_file_added(rest: &[&Delta], path: &str) -> Result<(), String> {
+    match rest {
+        [d] if d.path == path && d.old.is_none() && d.new == Some(empty_blob()) => Ok(()),
+        _ => Err(format!(
+            "expected exactly the empty file {path} to be added, got {:?}",
+            paths(rest)
+        )),
+    }
 }
 
 fn paths(rest: &[&Delta]) -> Vec<String> {
