@@ -436,6 +436,8 @@ async fn two_nodes_converge_over_quic_and_non_members_are_refused() {
     let (body, changes) = ops::join(&st, bob.account.cert());
     bob.node.commit(conv, &body, &changes).await.expect("join");
 
+    // Every head change a fetch makes is an event: wait on those, not on a timer.
+    let (mut ea, mut eb) = (alice.node.events(), bob.node.events());
     alice.node.send(conv, "hello Bob").await.expect("send");
     bob.node.send(conv, "hello Alice").await.expect("send");
 
@@ -457,7 +459,10 @@ async fn two_nodes_converge_over_quic_and_non_members_are_refused() {
                     break;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                _ = ea.recv() => {}
+                _ = eb.recv() => {}
+            }
         }
     })
     .await
