@@ -244,9 +244,7 @@ impl Scheme {
         [Scheme::Native, Scheme::Jami].into_iter().find(|s| {
             header.split(|b| *b == b'\n').any(|line| {
                 s.headers().iter().any(|n| {
-                    line.len() > n.len()
-                        && line.starts_with(n.as_bytes())
-                        && line[n.len()] == b' '
+                    line.len() > n.len() && line.starts_with(n.as_bytes()) && line[n.len()] == b' '
                 })
             })
         })

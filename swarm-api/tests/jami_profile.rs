@@ -81,8 +81,11 @@ fn cid(s: &str) -> CommitId {
 fn load(name: &'static str) -> Repo {
     let path = fixtures().join("repos").join(name);
     let head = cid(std::str::from_utf8(&git(&path, &["rev-parse", "HEAD"])).unwrap());
-    let list = String::from_utf8(git(&path, &["rev-list", "--all", "--reverse", "--topo-order"]))
-        .unwrap();
+    let list = String::from_utf8(git(
+        &path,
+        &["rev-list", "--all", "--reverse", "--topo-order"],
+    ))
+    .unwrap();
     let commits: Vec<CommitId> = list.lines().map(cid).collect();
     let conv = ConversationId(commits[0]);
     Repo {
@@ -104,7 +107,11 @@ fn the_three_fixture_repositories_verify_under_the_jami_profile() {
         let v = jami()
             .verify(r.conv, &r.objects, r.head)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(v.commits().len(), r.commits.len(), "{name}: every commit checked");
+        assert_eq!(
+            v.commits().len(),
+            r.commits.len(),
+            "{name}: every commit checked"
+        );
         // Every commit is a valid tip on its own too (each prefix of the history verifies).
         for c in &r.commits {
             jami()
@@ -132,12 +139,20 @@ fn the_native_profile_refuses_jami_repositories() {
         let err = Engine::default()
             .verify(r.conv, &r.objects, r.head)
             .expect_err("native rules on a jamid repository");
-        assert_eq!(err.commit, r.commits[0], "{name}: refused at the initial commit");
+        assert_eq!(
+            err.commit, r.commits[0],
+            "{name}: refused at the initial commit"
+        );
     }
 }
 
 /// The fixture's objects plus `extra`, validated up to `tip` (the conversation is `conv`).
-fn verify_with(r: &Repo, conv: ConversationId, extra: &[Object], tip: CommitId) -> Result<(), Rejection> {
+fn verify_with(
+    r: &Repo,
+    conv: ConversationId,
+    extra: &[Object],
+    tip: CommitId,
+) -> Result<(), Rejection> {
     let mut objects = r.objects.clone();
     for o in extra {
         objects.insert(o.id(), o.clone());
@@ -190,10 +205,13 @@ fn tampered_copies_are_refused_by_the_signature_rule() {
             cases.push(("body changed", t, vec![]));
 
             // 2. A file added: the same commit over a tree with one more file.
-            let files = swarm_api::object::read_tree(&r.objects, &parsed.tree, Default::default())
-                .unwrap();
+            let files =
+                swarm_api::object::read_tree(&r.objects, &parsed.tree, Default::default()).unwrap();
             let mut more = files.clone();
-            more.insert("invited/0123456789abcdef0123456789abcdef01234567".into(), empty_blob.id());
+            more.insert(
+                "invited/0123456789abcdef0123456789abcdef01234567".into(),
+                empty_blob.id(),
+            );
             let (tree, trees) = swarm_api::object::build_tree(&more);
             let t = String::from_utf8(raw.clone())
                 .unwrap()
@@ -222,11 +240,7 @@ fn tampered_copies_are_refused_by_the_signature_rule() {
                 assert_ne!(id, *c, "{name} {c} {what}: the copy differs");
                 extra.push(obj);
                 // The initial commit is the conversation: a tampered one is its own conversation.
-                let conv = if i == 0 {
-                    ConversationId(id)
-                } else {
-                    r.conv
-                };
+                let conv = if i == 0 { ConversationId(id) } else { r.conv };
                 let err = verify_with(&r, conv, &extra, id)
                     .expect_err(&format!("{name} {c}: {what} accepted"));
                 assert_eq!(err.commit, id, "{name} {c} {what}: {err}");

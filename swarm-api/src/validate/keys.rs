@@ -172,7 +172,10 @@ pub(crate) fn check_valid_at(
 /// PKCS#1 v1.5 SHA-512 signature of the commit without that header.
 pub(crate) fn verify_jami_signature(c: &Commit, device: &JamiCertificate) -> Result<(), Violation> {
     let text = c.signature.as_deref().ok_or(Violation::Unsigned)?;
-    let compact: String = text.chars().filter(|ch| !ch.is_ascii_whitespace()).collect();
+    let compact: String = text
+        .chars()
+        .filter(|ch| !ch.is_ascii_whitespace())
+        .collect();
     let sig = base64::engine::general_purpose::STANDARD
         .decode(compact)
         .map_err(|e| Violation::BadSignature(format!("`signature` header is not base64: {e}")))?;

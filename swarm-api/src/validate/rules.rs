@@ -138,7 +138,9 @@ impl<'a> Ctx<'a> {
             }
             Some(Path::Crl(..)) => {
                 let pem = std::str::from_utf8(&data).map_err(|_| bad("not UTF-8".into()))?;
-                Parsed::Crl(Arc::new(Crl::from_pem(pem).map_err(|e| bad(e.to_string()))?))
+                Parsed::Crl(Arc::new(
+                    Crl::from_pem(pem).map_err(|e| bad(e.to_string()))?,
+                ))
             }
             _ => return Err(bad("not a certificate path".into())),
         };
@@ -854,9 +856,14 @@ impl<'a> Ctx<'a> {
         }
         // jamid leaves a banned account's device certificates in `devices/`.
         let devices_follow = self.engine.profile != Profile::Jami;
-        let moves = vote_moves(parent, action, kind, &target, devices_follow, &|path, blob| {
-            self.device_account(path, blob)
-        })?;
+        let moves = vote_moves(
+            parent,
+            action,
+            kind,
+            &target,
+            devices_follow,
+            &|path, blob| self.device_account(path, blob),
+        )?;
         let mut expected: BTreeSet<(String, Option<ObjectId>, Option<ObjectId>)> = BTreeSet::new();
         for (from, to, blob) in moves {
             expected.insert((from, Some(blob), None));
@@ -1126,8 +1133,7 @@ impl CommitLookup for Ctx<'_> {
 }
 
 /// Reads the account a device certificate blob (at a path) belongs to.
-pub type DeviceAccount<'a> =
-    dyn Fn(&str, &ObjectId) -> Result<Option<AccountUri>, Violation> + 'a;
+pub type DeviceAccount<'a> = dyn Fn(&str, &ObjectId) -> Result<Option<AccountUri>, Violation> + 'a;
 
 /// The file moves a passed vote makes: `(from, to, blob)`. Ban moves the target's file (and,
 /// for an account when `devices_follow`, its devices' certificates) under `banned/`; unban
