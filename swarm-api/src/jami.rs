@@ -37,6 +37,9 @@ use x509_parser::public_key::PublicKey;
 
 use crate::id::{AccountUri, DeviceId};
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// The commit header jamid stores its signature in.
 pub const SIGNATURE_HEADER: &str = "signature";
 

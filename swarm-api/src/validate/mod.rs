@@ -26,6 +26,7 @@ use crate::object::{read_tree, Files, Kind, ObjectError, ObjectSource, TreeLimit
 use crate::order::display_order;
 use crate::traits::MessageType;
 
+pub use rules::check_vcard;
 pub use state::{MemberRole, State};
 
 /// Size limits; over any of them a branch is refused (git-bomb defence).
