@@ -260,3 +260,90 @@ fn tampered_copies_are_refused_by_the_signature_rule() {
     }
     assert_eq!(checked, 4 * 32);
 }
+
+/// The engine's signature verdict equals the openssl oracle's (`verify_signatures.py`, run
+/// by python3 and openssl, which `scripts/deps.sh` installs) on every genuine commit and on
+/// tampered copies (a body changed under its signature, a signature moved from another
+/// commit) added to a copy of each repository.
+#[test]
+fn signature_verdicts_equal_the_openssl_oracle_on_genuine_and_tampered_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in REPOS {
+        let copy = tmp.path().join(name);
+        let st = Command::new("git")
+            .args(["clone", "--quiet", "--mirror", "--no-local"])
+            .arg(fixtures().join("repos").join(name))
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let r = load(name);
+        for (i, c) in r.commits.iter().enumerate().skip(1) {
+            let raw = r.objects[&c.object_id()].data.clone();
+            let msg_start = raw.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+            let mut body = raw.clone();
+            body.splice(msg_start..msg_start, b" ".iter().copied());
+            let (_, sig_line) = split_signature(&raw);
+            let other = r.commits[(i + 1) % r.commits.len()];
+            let (_, other_sig) = split_signature(&r.objects[&other.object_id()].data);
+            let at = raw
+                .windows(sig_line.len())
+                .position(|w| w == sig_line.as_slice())
+                .unwrap();
+            let mut moved = raw.clone();
+            moved.splice(at..at + sig_line.len(), other_sig.iter().copied());
+            for (kind, data) in [("body", body), ("moved", moved)] {
+                let mut child = Command::new("git")
+                    .arg("--git-dir")
+                    .arg(&copy)
+                    .args(["hash-object", "-t", "commit", "-w", "--stdin"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
+                let id = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+                git(
+                    &copy,
+                    &[
+                        "update-ref",
+                        &format!("refs/tampered/{i}-{kind}"),
+                        id.trim(),
+                    ],
+                );
+            }
+        }
+        let out = Command::new("python3")
+            .arg(fixtures().join("verify_signatures.py"))
+            .arg(&copy)
+            .output()
+            .expect("python3 runs the oracle (scripts/deps.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let oracle: BTreeMap<String, bool> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let verdict = w.next()?;
+                (verdict == "OK" || verdict == "BAD").then_some(())?;
+                let _repo = w.next()?;
+                Some((w.next()?.to_owned(), verdict == "OK"))
+            })
+            .collect();
+        let tampered = 2 * (r.commits.len() - 1);
+        assert_eq!(oracle.len(), r.commits.len() + tampered, "{name}: {text}");
+        assert_eq!(
+            oracle.values().filter(|ok| !**ok).count(),
+            tampered,
+            "{name}"
+        );
+        let objects = objects(&copy);
+        for (sha, oracle_ok) in &oracle {
+            let id = cid(sha);
+            let ours = match jami().verify(r.conv, &objects, id) {
+                Ok(_) => true,
+                Err(e) => !(e.commit == id && e.violation.rule() == "signature"),
+            };
+            assert_eq!(ours, *oracle_ok, "{name} {sha}");
+        }
+    }
+}
