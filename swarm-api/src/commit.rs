@@ -137,7 +137,44 @@ pub fn sign_commit(
     if author_name.contains(['<', '>', '\n', '\r', '\0']) {
         return Err(SignError::BadName(author_name.to_owned()));
     }
-    let sig = signature(author_name, &device.id(), time);
+    let key =
+        ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from(device.signing_key()));
+    build_signed(
+        author_name,
+        &device.id(),
+        tree,
+        parents,
+        message,
+        time,
+        "gpgsig",
+        |payload| {
+            let sshsig = key
+                .sign(NAMESPACE, HashAlg::Sha512, payload)
+                .map_err(|e| SignError::Ssh(e.to_string()))?;
+            let pem = sshsig
+                .to_pem(LineEnding::LF)
+                .map_err(|e| SignError::Ssh(e.to_string()))?;
+            Ok(pem.trim_end_matches('\n').to_owned())
+        },
+    )
+}
+
+/// Builds the commit object of `author_name <device>` (author = committer, `+0000`), signs
+/// the object as it is without a signature header with `sign`, and stores what `sign`
+/// returns in the `header` header (after the committer line). Shared by every scheme's
+/// signer, so what is signed is always exactly what verification strips back out.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_signed<E>(
+    author_name: &str,
+    device: &DeviceId,
+    tree: ObjectId,
+    parents: &[CommitId],
+    message: &str,
+    time: i64,
+    header: &str,
+    sign: impl FnOnce(&[u8]) -> Result<String, E>,
+) -> Result<Object, E> {
+    let sig = signature(author_name, device, time);
     let mut commit = gix_object::Commit {
         tree,
         parents: parents.iter().map(CommitId::object_id).collect(),
@@ -150,17 +187,8 @@ pub fn sign_commit(
     let mut payload = Vec::new();
     // Writing to a Vec cannot fail.
     let _ = commit.write_to(&mut payload);
-    let key =
-        ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from(device.signing_key()));
-    let sshsig = key
-        .sign(NAMESPACE, HashAlg::Sha512, &payload)
-        .map_err(|e| SignError::Ssh(e.to_string()))?;
-    let pem = sshsig
-        .to_pem(LineEnding::LF)
-        .map_err(|e| SignError::Ssh(e.to_string()))?;
-    commit
-        .extra_headers
-        .push(("gpgsig".into(), pem.trim_end_matches('\n').into()));
+    let value = sign(&payload)?;
+    commit.extra_headers.push((header.into(), value.into()));
     let mut data = Vec::new();
     let _ = commit.write_to(&mut data);
     Ok(Object {

@@ -184,6 +184,29 @@ fn split_signature(raw: &[u8]) -> (Vec<u8>, Vec<u8>) {
     ([&text[..at], &text[end..]].concat(), text[at..end].to_vec())
 }
 
+/// Commit `i` with a space added at the start of its message (under the old signature).
+fn body_changed(raw: &[u8]) -> Vec<u8> {
+    let mut t = raw.to_vec();
+    let msg_start = raw.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    t.splice(msg_start..msg_start, b" ".iter().copied());
+    t
+}
+
+/// Commit `i` with the signature line of the next commit of the repository.
+fn signature_moved(r: &Repo, i: usize) -> Vec<u8> {
+    let raw = &r.objects[&r.commits[i].object_id()].data;
+    let (_, sig_line) = split_signature(raw);
+    let other = r.commits[(i + 1) % r.commits.len()];
+    let (_, other_sig) = split_signature(&r.objects[&other.object_id()].data);
+    let at = raw
+        .windows(sig_line.len())
+        .position(|w| w == sig_line.as_slice())
+        .unwrap();
+    let mut t = raw.clone();
+    t.splice(at..at + sig_line.len(), other_sig.iter().copied());
+    t
+}
+
 /// Tampered copies of every commit: each is refused by rule `signature`, nothing panics, and
 /// the untampered history stays valid.
 #[test]
@@ -195,14 +218,11 @@ fn tampered_copies_are_refused_by_the_signature_rule() {
         for (i, c) in r.commits.iter().enumerate() {
             let raw = r.objects[&c.object_id()].data.clone();
             let parsed = Commit::parse_with(*c, &raw, Scheme::Jami).unwrap();
-            let (unsigned, sig_line) = split_signature(&raw);
+            let (unsigned, _) = split_signature(&raw);
             let mut cases: Vec<(&str, Vec<u8>, Vec<Object>)> = Vec::new();
 
             // 1. The body changed under the old signature.
-            let mut t = raw.clone();
-            let msg_start = raw.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
-            t.splice(msg_start..msg_start, b" ".iter().copied());
-            cases.push(("body changed", t, vec![]));
+            cases.push(("body changed", body_changed(&raw), vec![]));
 
             // 2. A file added: the same commit over a tree with one more file.
             let files =
@@ -225,15 +245,7 @@ fn tampered_copies_are_refused_by_the_signature_rule() {
             cases.push(("signature removed", unsigned.clone(), vec![]));
 
             // 4. A signature moved from another commit of the repository.
-            let other = r.commits[(i + 1) % r.commits.len()];
-            let (_, other_sig) = split_signature(&r.objects[&other.object_id()].data);
-            let at = raw
-                .windows(sig_line.len())
-                .position(|w| w == sig_line.as_slice())
-                .unwrap();
-            let mut t = raw.clone();
-            t.splice(at..at + sig_line.len(), other_sig.iter().copied());
-            cases.push(("signature moved", t, vec![]));
+            cases.push(("signature moved", signature_moved(&r, i), vec![]));
 
             for (what, data, mut extra) in cases {
                 let (obj, id) = commit_obj(data);
@@ -279,20 +291,11 @@ fn signature_verdicts_equal_the_openssl_oracle_on_genuine_and_tampered_commits()
         assert!(st.success());
         let r = load(name);
         for (i, c) in r.commits.iter().enumerate().skip(1) {
-            let raw = r.objects[&c.object_id()].data.clone();
-            let msg_start = raw.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
-            let mut body = raw.clone();
-            body.splice(msg_start..msg_start, b" ".iter().copied());
-            let (_, sig_line) = split_signature(&raw);
-            let other = r.commits[(i + 1) % r.commits.len()];
-            let (_, other_sig) = split_signature(&r.objects[&other.object_id()].data);
-            let at = raw
-                .windows(sig_line.len())
-                .position(|w| w == sig_line.as_slice())
-                .unwrap();
-            let mut moved = raw.clone();
-            moved.splice(at..at + sig_line.len(), other_sig.iter().copied());
-            for (kind, data) in [("body", body), ("moved", moved)] {
+            let raw = &r.objects[&c.object_id()].data;
+            for (kind, data) in [
+                ("body", body_changed(raw)),
+                ("moved", signature_moved(&r, i)),
+            ] {
                 let mut child = Command::new("git")
                     .arg("--git-dir")
                     .arg(&copy)

@@ -5,7 +5,6 @@
 
 use base64::Engine as _;
 use gix_hash::ObjectId;
-use gix_object::WriteTo as _;
 use rand_core::CryptoRngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod,
@@ -17,7 +16,7 @@ use sha2::{Digest as _, Sha384, Sha512};
 use time::OffsetDateTime;
 
 use crate::id::{AccountUri, CommitId, DeviceId};
-use crate::object::{Kind, Object};
+use crate::object::Object;
 
 /// An RSA key as rcgen needs it: the PKCS#1 public key and a SHA-384 signer.
 struct RsaSigner<'a> {
@@ -182,40 +181,21 @@ impl JamiTestDevice {
         message: &str,
         time: i64,
     ) -> Result<Object, String> {
-        let sig = gix_actor::Signature {
-            name: self.name.as_str().into(),
-            email: self.device.to_string().into(),
-            time: gix_date::Time {
-                seconds: time,
-                offset: 0,
-            },
-        };
-        let mut commit = gix_object::Commit {
+        crate::commit::build_signed(
+            &self.name,
+            &self.device,
             tree,
-            parents: parents.iter().map(CommitId::object_id).collect(),
-            author: sig.clone(),
-            committer: sig,
-            encoding: None,
-            message: message.into(),
-            extra_headers: Vec::new(),
-        };
-        let mut payload = Vec::new();
-        commit.write_to(&mut payload).map_err(|e| e.to_string())?;
-        let signature = self
-            .device_key
-            .sign(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(&payload))
-            .map_err(|e| e.to_string())?;
-        commit.extra_headers.push((
-            super::SIGNATURE_HEADER.into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(signature)
-                .into(),
-        ));
-        let mut data = Vec::new();
-        commit.write_to(&mut data).map_err(|e| e.to_string())?;
-        Ok(Object {
-            kind: Kind::Commit,
-            data,
-        })
+            parents,
+            message,
+            time,
+            super::SIGNATURE_HEADER,
+            |payload| {
+                let signature = self
+                    .device_key
+                    .sign(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(payload))
+                    .map_err(|e| e.to_string())?;
+                Ok(base64::engine::general_purpose::STANDARD.encode(signature))
+            },
+        )
     }
 }
