@@ -429,6 +429,10 @@ impl Default for Engine {
 }
 
 impl Engine {
+    /// From this many new commits, signatures are verified in parallel (see
+    /// [`Engine::validate_branch`]).
+    const PARALLEL_SIGNATURES: usize = 512;
+
     /// An engine with the built-in rules of the native profile and these limits.
     pub fn new(limits: Limits) -> Self {
         Self::with_profile(Profile::Native, limits)
@@ -522,16 +526,49 @@ impl Engine {
             }
             new.insert(id, c);
         }
-        // 2. Oldest first.
+        // 2. Oldest first. Native signatures of a large branch are verified together at the
+        // end, on every core; the verdict is the one a commit-by-commit check gives: the
+        // first commit (in this order) whose signature or rule fails.
         let order = display_order(new.values().map(|c| (c.id, c.parents.as_slice())));
+        if order.len() >= Self::PARALLEL_SIGNATURES {
+            ctx.deferred = Some(Vec::new());
+        }
         let mut states: HashMap<CommitId, Arc<State>> = HashMap::new();
-        for id in &order {
+        let mut failure: Option<(usize, Violation)> = None;
+        for (k, id) in order.iter().enumerate() {
             let c = &new[id];
-            let state = ctx.check(c, &mut states).map_err(|violation| Rejection {
-                commit: *id,
+            match ctx.check(c, &mut states) {
+                Ok(state) => {
+                    states.insert(*id, state);
+                }
+                Err(v) => {
+                    failure = Some((k, v));
+                    break;
+                }
+            }
+        }
+        if let Some(jobs) = ctx.deferred.take() {
+            let position: HashMap<CommitId, usize> =
+                order.iter().enumerate().map(|(k, id)| (*id, k)).collect();
+            let first_bad = rules::verify_deferred(&jobs, &new)
+                .into_iter()
+                .filter_map(|(j, v)| {
+                    jobs.get(j)
+                        .and_then(|(id, _)| position.get(id))
+                        .map(|k| (*k, v))
+                })
+                .min_by_key(|(k, _)| *k);
+            if let Some((k, v)) = first_bad {
+                if failure.as_ref().is_none_or(|(f, _)| k <= *f) {
+                    failure = Some((k, v));
+                }
+            }
+        }
+        if let Some((k, violation)) = failure {
+            return Err(Rejection {
+                commit: order[k],
                 violation,
-            })?;
-            states.insert(*id, state);
+            });
         }
         let head_state: BTreeMap<CommitId, Arc<State>> = tips
             .iter()

@@ -38,6 +38,11 @@ pub(super) struct Ctx<'a> {
     /// file: every message on the same state has the same signer checks, only the
     /// signature differs.
     authorized: HashMap<(usize, DeviceId, bool), (Arc<State>, Authorized)>,
+    /// With `Some`, native signatures are not verified as commits are checked but collected
+    /// here, to be verified together (in parallel) by [`verify_deferred`]: the branch is
+    /// accepted or refused whole, so only the verdict's order matters, and
+    /// [`super::Engine::validate_branch`] keeps it.
+    pub(super) deferred: Option<Vec<(CommitId, ed25519_dalek::VerifyingKey)>>,
 }
 
 /// A device found authorized at a state: who it is and its certificates.
@@ -66,6 +71,7 @@ impl<'a> Ctx<'a> {
             commits: HashMap::new(),
             graph: Default::default(),
             authorized: HashMap::new(),
+            deferred: None,
         }
     }
 
@@ -269,14 +275,14 @@ impl<'a> Ctx<'a> {
     /// verifies. The device certificate is the parent's, or one this commit adds; the
     /// account certificate is the parent's admin/member one, or (join) the one it adds.
     fn authorize(
-        &self,
+        &mut self,
         c: &Commit,
         parent: &State,
         files: &Files,
         joining: bool,
     ) -> Result<Signer, Violation> {
         let a = self.authorized_device(c, parent, files, joining)?;
-        verify_signed_by(c, &a)?;
+        self.verify_signed_by(c, &a)?;
         Ok(Signer {
             account: a.account,
             device: c.device,
@@ -301,7 +307,7 @@ impl<'a> Ctx<'a> {
                 a
             }
         };
-        verify_signed_by(c, &a)?;
+        self.verify_signed_by(c, &a)?;
         Ok(Signer {
             account: a.account,
             device: c.device,
@@ -918,16 +924,74 @@ pub(super) struct ChainKey {
     crls: Vec<ObjectId>,
 }
 
-/// Rule `signature` (and, for jamid chains, the validity period at the commit's time): the
-/// commit is signed by the authorized device's key, in the profile's scheme.
-fn verify_signed_by(c: &Commit, a: &Authorized) -> Result<(), Violation> {
-    match &a.cert {
-        DeviceKey::Native(d) => verify_commit_signature(c, d.public_key()),
-        DeviceKey::Jami(d) => {
-            keys::verify_jami_signature(c, d)?;
-            keys::check_valid_at(&a.account_cert, &a.cert, c.time)
+impl Ctx<'_> {
+    /// Rule `signature` (and, for jamid chains, the validity period at the commit's time):
+    /// the commit is signed by the authorized device's key, in the profile's scheme. Native
+    /// signatures are deferred when [`Ctx::deferred`] is on.
+    fn verify_signed_by(&mut self, c: &Commit, a: &Authorized) -> Result<(), Violation> {
+        match &a.cert {
+            DeviceKey::Native(d) => match &mut self.deferred {
+                Some(jobs) => {
+                    jobs.push((c.id, *d.public_key()));
+                    Ok(())
+                }
+                None => verify_commit_signature(c, d.public_key()),
+            },
+            DeviceKey::Jami(d) => {
+                keys::verify_jami_signature(c, d)?;
+                keys::check_valid_at(&a.account_cert, &a.cert, c.time)
+            }
         }
     }
+}
+
+/// Verifies deferred native signatures, spread over the available cores. Returns the
+/// failing jobs' indices with their violation (what [`verify_commit_signature`] says).
+pub(super) fn verify_deferred(
+    jobs: &[(CommitId, ed25519_dalek::VerifyingKey)],
+    commits: &HashMap<CommitId, Arc<Commit>>,
+) -> Vec<(usize, Violation)> {
+    let check = |range: std::ops::Range<usize>| -> Vec<(usize, Violation)> {
+        let mut bad = Vec::new();
+        for i in range {
+            let (id, key) = &jobs[i];
+            let res = match commits.get(id) {
+                Some(c) => verify_commit_signature(c, key),
+                None => Err(Violation::Objects(format!("commit {id} vanished"))),
+            };
+            if let Err(v) = res {
+                bad.push((i, v));
+            }
+        }
+        bad
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || jobs.len() < 512 {
+        return check(0..jobs.len());
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = t * chunk..((t + 1) * chunk).min(jobs.len());
+                s.spawn(move || check(range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                // A panicking verifier is a bug; count its whole chunk as failed.
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        0,
+                        Violation::BadSignature("signature verifier panicked".into()),
+                    )]
+                })
+            })
+            .collect()
+    })
 }
 
 /// Rule `signature`: [`Commit::verify_signature`] with the device key, without re-decoding
