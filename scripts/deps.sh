@@ -20,3 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+
+# The plugin tests build the guest plugins (plugins/guests/) for wasm32-unknown-unknown.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "installing the rustup target wasm32-unknown-unknown" >&2
+  rustup target add wasm32-unknown-unknown
+fi

@@ -307,6 +307,25 @@ pub mod types {
     pub const DATA_TRANSFER: &str = "application/data-transfer+json";
     /// `application/call-history+json`
     pub const CALL_HISTORY: &str = "application/call-history+json";
+    /// `application/plugin-install`: an admin pins a plugin (`plugins/<sha256>.wasm`).
+    pub const PLUGIN_INSTALL: &str = "application/plugin-install";
+    /// `application/plugin-remove`: an admin unpins a plugin.
+    pub const PLUGIN_REMOVE: &str = "application/plugin-remove";
+    /// Built-in types whose rules a registered message type (a plugin) takes over when one is
+    /// registered: the seed's extensions, not membership. The built-in rules stay the
+    /// reference.
+    pub const PLUGGABLE: &[&str] = &[EDIT, CALL_HISTORY];
+    /// Types no registered message type may own.
+    pub const RESERVED: &[&str] = &[
+        INITIAL,
+        TEXT,
+        MEMBER,
+        VOTE,
+        UPDATE_PROFILE,
+        DATA_TRANSFER,
+        PLUGIN_INSTALL,
+        PLUGIN_REMOVE,
+    ];
 }
 
 fn typed<T: serde::de::DeserializeOwned>(

@@ -9,6 +9,12 @@ use crate::id::{AccountUri, DeviceId};
 /// The conversation profile (vCard: `FN` = title, `DESCRIPTION`, `PHOTO` = avatar).
 pub const PROFILE: &str = "profile.vcf";
 
+/// `plugins/<sha256>.wasm`: a plugin pinned in the conversation (64 lowercase hex, the
+/// SHA-256 of the component).
+pub fn plugin(sha256: &str) -> String {
+    format!("plugins/{sha256}.wasm")
+}
+
 /// `admins/<uri>.crt`
 pub fn admin_cert(uri: &AccountUri) -> String {
     format!("admins/{uri}.crt")
@@ -139,6 +145,8 @@ pub enum Path {
     },
     /// `profile.vcf`
     Profile,
+    /// `plugins/<sha256>.wasm`
+    Plugin(String),
 }
 
 fn strip_crt(s: &str) -> Option<&str> {
@@ -156,6 +164,13 @@ impl Path {
         let parts: Vec<&str> = path.split('/').collect();
         Some(match parts.as_slice() {
             ["profile.vcf"] => Path::Profile,
+            ["plugins", f] => {
+                let sha = f.strip_suffix(".wasm")?;
+                if sha.len() != 64 || !is_hex_id(sha) {
+                    return None;
+                }
+                Path::Plugin(sha.to_owned())
+            }
             ["admins", f] => Path::Admin(strip_crt(f)?.parse().ok()?),
             ["members", f] => Path::Member(strip_crt(f)?.parse().ok()?),
             ["devices", f] => Path::Device(strip_crt(f)?.parse().ok()?),
@@ -236,6 +251,8 @@ mod tests {
             })
         );
         assert_eq!(Path::parse(PROFILE), Some(Path::Profile));
+        let sha = "ab".repeat(32);
+        assert_eq!(Path::parse(&plugin(&sha)), Some(Path::Plugin(sha.clone())));
         for bad in [
             "x",
             "admins/zz.crt",
@@ -243,6 +260,8 @@ mod tests {
             "devices/../x",
             "CRLs/x/y.crl",
             "votes/kick/admins/a/b",
+            "plugins/abc.wasm",
+            "plugins/0123456789abcdef0123456789abcdef01234567.wasm",
             "",
         ] {
             assert_eq!(Path::parse(bad), None, "{bad}");

@@ -163,3 +163,12 @@ pub trait MessageType: Send + Sync {
         None
     }
 }
+
+/// Turns a plugin pinned in a conversation (`plugins/<sha256>.wasm`, DESIGN §7) into a
+/// [`MessageType`]. The core cannot run WebAssembly; an app that can registers a loader
+/// ([`crate::validate::Engine::set_plugin_loader`], e.g. `swarm-plugins`' host). Loading
+/// must be deterministic: the same bytes load (or fail) everywhere.
+pub trait PluginLoader: Send + Sync {
+    /// Checks and loads a component; `Err` says why it is not a usable plugin.
+    fn load(&self, wasm: &[u8]) -> Result<std::sync::Arc<dyn MessageType>, String>;
+}

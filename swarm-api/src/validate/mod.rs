@@ -24,7 +24,7 @@ use crate::id::{AccountUri, CommitId, ConversationId, DeviceId};
 use crate::identity::ChainError;
 use crate::object::{read_tree, Files, Kind, ObjectError, ObjectSource, TreeLimits};
 use crate::order::display_order;
-use crate::traits::MessageType;
+use crate::traits::{MessageType, PluginLoader};
 
 pub use rules::check_vcard;
 pub use state::{MemberRole, State};
@@ -42,6 +42,8 @@ pub struct Limits {
     pub tree: TreeLimits,
     /// Maximum new commits in one branch (one fetch).
     pub max_commits: usize,
+    /// Maximum bytes of a plugin pinned by `application/plugin-install`.
+    pub max_plugin_bytes: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +54,7 @@ impl Default for Limits {
             max_blob_bytes: 8 * 1024 * 1024,
             tree: TreeLimits::default(),
             max_commits: 1_000_000,
+            max_plugin_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -235,6 +238,12 @@ pub enum Violation {
     /// A limit was exceeded.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// A plugin install or removal by a non-admin.
+    #[error("only admins install or remove plugins; {0} is not an admin")]
+    PluginByNonAdmin(AccountUri),
+    /// A plugin install or removal whose files or component are wrong.
+    #[error("plugin install/remove: {0}")]
+    PluginFiles(String),
 }
 
 impl Violation {
@@ -286,6 +295,8 @@ impl Violation {
             UnknownType(_) => "unknown-type",
             Plugin { .. } => "plugin",
             Limit(_) => "limits",
+            PluginByNonAdmin(_) => "plugin-by-admin",
+            PluginFiles(_) => "plugin-files",
         }
     }
 }
@@ -378,6 +389,9 @@ pub struct Engine {
     limits: Limits,
     profile: Profile,
     types: BTreeMap<String, Arc<dyn MessageType>>,
+    loader: Option<Arc<dyn PluginLoader>>,
+    /// Pinned plugins loaded, by blob id (loading is a pure function of the blob).
+    pinned: Mutex<HashMap<ObjectId, Result<Arc<dyn MessageType>, String>>>,
     parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
     /// Device certificate chains already verified (they depend only on their blobs).
     chains: Mutex<HashSet<rules::ChainKey>>,
@@ -444,18 +458,54 @@ impl Engine {
             limits,
             profile,
             types: BTreeMap::new(),
+            loader: None,
+            pinned: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashSet::new()),
             states: Mutex::new(StateCache::default()),
         }
     }
 
-    /// Registers a message type for the `type` strings it owns. A built-in type cannot be
-    /// replaced this way.
+    /// Registers a message type for the `type` strings it owns. The types of
+    /// [`crate::body::types::PLUGGABLE`] (edits, call history) are then validated by it
+    /// instead of the built-in rule; a [`crate::body::types::RESERVED`] type cannot be
+    /// taken over (it is skipped, with a warning).
     pub fn register(&mut self, t: Arc<dyn MessageType>) {
         for name in t.types() {
+            if crate::body::types::RESERVED.contains(&name.as_str()) {
+                tracing::warn!(target: "swarm_api", kind = %name, "a message type may not own a built-in type");
+                continue;
+            }
             self.types.insert(name, t.clone());
         }
+    }
+
+    /// Lets this engine run plugins pinned in conversations (`plugins/<sha256>.wasm`).
+    /// Without a loader, `application/plugin-install` commits are refused: the node cannot
+    /// check them.
+    pub fn set_plugin_loader(&mut self, loader: Arc<dyn PluginLoader>) {
+        self.loader = Some(loader);
+    }
+
+    /// The pinned plugin in blob `id` (`bytes` reads it), loaded once.
+    fn pinned_plugin(
+        &self,
+        id: &ObjectId,
+        bytes: impl FnOnce() -> Result<Vec<u8>, Violation>,
+    ) -> Result<Arc<dyn MessageType>, Violation> {
+        let Some(loader) = &self.loader else {
+            return Err(Violation::PluginFiles(
+                "this node cannot run plugins (no plugin loader)".into(),
+            ));
+        };
+        if let Some(r) = self.pinned.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return r.map_err(Violation::PluginFiles);
+        }
+        let loaded = loader.load(&bytes()?);
+        if let Ok(mut m) = self.pinned.lock() {
+            m.insert(*id, loaded.clone());
+        }
+        loaded.map_err(Violation::PluginFiles)
     }
 
     fn chain_verified(&self, key: &rules::ChainKey) -> bool {

@@ -17,7 +17,7 @@ use crate::identity::Crl;
 use crate::layout::{self, Kind, Path, VoteDir};
 use crate::merge::merge_files;
 use crate::object::{apply, diff_trees, Delta, Files, Kind as ObjKind, Object, ObjectSource};
-use crate::traits::CommitView;
+use crate::traits::{CommitView, MessageType};
 
 /// The id of the empty blob (invitations and votes are empty files).
 fn empty_blob() -> ObjectId {
@@ -529,6 +529,25 @@ impl<'a> Ctx<'a> {
             }
             rest.push(d);
         }
+        match body.kind() {
+            body::types::PLUGIN_INSTALL => return self.check_plugin_install(parent, &signer, &rest),
+            body::types::PLUGIN_REMOVE => return self.check_plugin_remove(&signer, &rest),
+            _ => {}
+        }
+        // Edits, call history and other types go to the plugin pinned in the conversation
+        // for that type if any, else to a registered message type if any.
+        let registered = match &body {
+            Body::Edit(_) | Body::CallHistory(_) | Body::Other { .. } => {
+                match self.pinned_for(parent, body.kind())? {
+                    Some(t) => Some(t),
+                    None => self.engine.types.get(body.kind()).cloned(),
+                }
+            }
+            _ => None,
+        };
+        if let Some(t) = registered {
+            return self.check_registered(t.as_ref(), c, &body, &signer, parent, &rest);
+        }
         match &body {
             Body::Initial(_) => Err(Violation::InitialBody(
                 "an \"initial\" body on a commit with a parent".into(),
@@ -567,27 +586,36 @@ impl<'a> Ctx<'a> {
                 }
             },
             Body::UpdateProfile(_) => self.check_profile(&signer, &rest),
-            Body::Other { kind, .. } => {
-                let Some(t) = self.engine.types.get(kind).cloned() else {
-                    return Err(Violation::UnknownType(kind.clone()));
-                };
-                let changes: Vec<Delta> = rest.iter().map(|d| (*d).clone()).collect();
-                let view = CommitView {
-                    conversation: self.conv,
-                    mode: parent.mode,
-                    commit: c,
-                    body: &body,
-                    signer: signer.account,
-                    device: signer.device,
-                    role: signer.role,
-                    changes: &changes,
-                    parent,
-                    lookup: self,
-                };
-                t.validate(&view)?;
-                no_files(&body, &rest)
-            }
+            Body::Other { kind, .. } => Err(Violation::UnknownType(kind.clone())),
         }
+    }
+
+    /// A type validated by a registered message type (a plugin): its rules, then "no
+    /// unexpected files".
+    fn check_registered(
+        &self,
+        t: &dyn MessageType,
+        c: &Commit,
+        body: &Body,
+        signer: &Signer,
+        parent: &State,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        let changes: Vec<Delta> = rest.iter().map(|d| (*d).clone()).collect();
+        let view = CommitView {
+            conversation: self.conv,
+            mode: parent.mode,
+            commit: c,
+            body,
+            signer: signer.account,
+            device: signer.device,
+            role: signer.role,
+            changes: &changes,
+            parent,
+            lookup: self,
+        };
+        t.validate(&view)?;
+        no_files(body, rest)
     }
 
     /// Rule `body-wellformed`. In the jami profile a `vote` without `"action"` (jamid writes
@@ -912,6 +940,100 @@ impl<'a> Ctx<'a> {
         };
         let data = self.blob(&d.path, &new)?;
         check_vcard(&data, self.engine.profile == Profile::Jami)
+    }
+}
+
+impl Ctx<'_> {
+    /// The plugins pinned at `parent` (`plugins/<sha256>.wasm`), loaded.
+    fn pinned(&self, parent: &State) -> Result<Vec<(String, Arc<dyn MessageType>)>, Violation> {
+        parent
+            .files
+            .range::<String, _>("plugins/".to_owned().."plugins0".to_owned())
+            .map(|(path, id)| {
+                let t = self.engine.pinned_plugin(id, || self.blob(path, id))?;
+                Ok((path.clone(), t))
+            })
+            .collect()
+    }
+
+    /// The plugin pinned at `parent` that owns `kind`, if any.
+    fn pinned_for(&self, parent: &State, kind: &str) -> Result<Option<Arc<dyn MessageType>>, Violation> {
+        if !parent.files.keys().any(|p| p.starts_with("plugins/")) {
+            return Ok(None);
+        }
+        Ok(self
+            .pinned(parent)?
+            .into_iter()
+            .find(|(_, t)| t.types().iter().any(|k| k == kind))
+            .map(|(_, t)| t))
+    }
+
+    /// Rules `plugin-by-admin`, `plugin-files`: an admin adds exactly one
+    /// `plugins/<sha256>.wasm`, named by its SHA-256, within the size limit, that the plugin
+    /// loader accepts (a component of the right world), owning no type another pinned plugin
+    /// owns.
+    fn check_plugin_install(
+        &self,
+        parent: &State,
+        signer: &Signer,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        use sha2::Digest;
+        if signer.role != Some(MemberRole::Admin) {
+            return Err(Violation::PluginByNonAdmin(signer.account));
+        }
+        let [d] = rest else {
+            return Err(Violation::PluginFiles(format!(
+                "an install adds exactly one plugins/<sha256>.wasm, not {:?}",
+                paths(rest)
+            )));
+        };
+        let (Some(Path::Plugin(sha)), None, Some(new)) = (Path::parse(&d.path), d.old, d.new) else {
+            return Err(Violation::PluginFiles(format!(
+                "an install adds exactly one plugins/<sha256>.wasm, not {}",
+                d.path
+            )));
+        };
+        let max = self.engine.limits.max_plugin_bytes;
+        let size = self.src.expect(&new, ObjKind::Blob)?.data.len();
+        if size > max {
+            return Err(Violation::Limit(format!(
+                "plugin {} is {size} bytes (limit {max})",
+                d.path
+            )));
+        }
+        let wasm = self.blob(&d.path, &new)?;
+        let digest = hex::encode(sha2::Sha256::digest(&wasm));
+        if digest != sha {
+            return Err(Violation::PluginFiles(format!(
+                "{} has SHA-256 {digest}",
+                d.path
+            )));
+        }
+        let plugin = self.engine.pinned_plugin(&new, || Ok(wasm))?;
+        let owned = plugin.types();
+        for (path, other) in self.pinned(parent)? {
+            if let Some(k) = other.types().iter().find(|k| owned.contains(k)) {
+                return Err(Violation::PluginFiles(format!(
+                    "type {k:?} is already owned by the pinned plugin {path}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rules `plugin-by-admin`, `plugin-files`: an admin deletes exactly one pinned plugin.
+    fn check_plugin_remove(&self, signer: &Signer, rest: &[&Delta]) -> Result<(), Violation> {
+        if signer.role != Some(MemberRole::Admin) {
+            return Err(Violation::PluginByNonAdmin(signer.account));
+        }
+        match rest {
+            [d] if d.new.is_none() && matches!(Path::parse(&d.path), Some(Path::Plugin(_))) => Ok(()),
+            _ => Err(Violation::PluginFiles(format!(
+                "a removal deletes exactly one plugins/<sha256>.wasm, not {:?}",
+                paths(rest)
+            ))),
+        }
     }
 }
 

@@ -109,7 +109,7 @@ impl State {
                         .or_default()
                         .insert(voter);
                 }
-                Some(Path::Profile) | None => {}
+                Some(Path::Profile) | Some(Path::Plugin(_)) | None => {}
             }
         }
         s.files = files;

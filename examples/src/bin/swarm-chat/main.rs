@@ -6,6 +6,7 @@
 //! stderr and a non-zero exit status.
 
 mod home;
+mod plugins;
 mod reader;
 mod swarm_demo;
 mod transfer;
@@ -56,13 +57,21 @@ enum Command {
     /// Conversations.
     #[command(subcommand)]
     Conv(ConvCommand),
-    /// Send a text message; prints the new commit id.
+    /// Send a text message; prints the new commit id. With `--type T`, TEXT is the JSON
+    /// object of a message of type T (a plugin's type), e.g.
+    /// `send CONV --type application/poll+json '{"action":"open","question":"?","options":["a","b"]}'`.
     Send {
         /// The conversation id.
         conv: String,
-        /// The message text.
+        /// The message text (with --type: the JSON body).
         text: String,
+        /// Send a message of this type; TEXT is then its JSON body.
+        #[arg(long = "type", value_name = "T")]
+        kind: Option<String>,
     },
+    /// Message-type plugins (WebAssembly components).
+    #[command(subcommand)]
+    Plugin(plugins::PluginCommand),
     /// Show a conversation's messages in display order.
     ///
     /// With `--repo PATH`, reads any conversation repository on disk (ours or one written by
@@ -239,12 +248,47 @@ impl App {
 
     fn repo<'s>(&self, storage: &'s dyn Storage, conv: &str) -> Result<Repo<'s>> {
         let id = parse_conv(conv)?;
-        Repo::open(storage, id).map_err(|e| match e {
+        let repo = Repo::open(storage, id).map_err(|e| match e {
             swarm_api::repo::RepoError::UnknownConversation(id) => {
                 anyhow!("unknown conversation {id} (see `swarm-chat conv list`)")
             }
-            e => e.into(),
-        })
+            e => anyhow::Error::from(e),
+        })?;
+        Ok(repo.with_engine(plugins::engine(&self.home.dir)?))
+    }
+
+    fn plugin(&self, cmd: plugins::PluginCommand) -> Result<()> {
+        use plugins::PluginCommand as P;
+        match cmd {
+            P::List { conv } => {
+                let storage = match conv { Some(_) => Some(self.storage()?), None => None };
+                let repo = match (&storage, &conv) {
+                    (Some(st), Some(c)) => Some(self.repo(st.as_ref(), c)?),
+                    _ => None,
+                };
+                let pinned = match &repo { Some(r) => Some((r, r.head()?)), None => None };
+                let list = plugins::list(&self.home.dir, pinned)?;
+                self.out(json!({"plugins": list}), || {
+                    list.iter()
+                        .map(|p| format!("{} {} {} {}", p["origin"].as_str().unwrap_or_default(),
+                            p["sha256"].as_str().unwrap_or_default(), p["name"].as_str().unwrap_or_default(),
+                            p["types"]))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            P::Add { file } => {
+                let p = plugins::add(&self.home.dir, &file)?;
+                self.out(p.clone(), || format!("added {} {}", p["sha256"].as_str().unwrap_or_default(), p["types"]));
+            }
+            P::Pin { conv, file } => {
+                self.commit_op(&conv, |_, _, _| plugins::pin(&file))?;
+            }
+            P::Unpin { conv, sha256 } => {
+                self.commit_op(&conv, |_, _, _| plugins::unpin(&sha256))?;
+            }
+        }
+        Ok(())
     }
 
     /// Prints `value` as JSON, or `text` otherwise.
@@ -360,13 +404,18 @@ impl App {
                     .collect();
                 self.out(json!({"allowed_signers": lines}), || lines.join("\n"));
             }
-            Command::Send { conv, text } => {
+            Command::Send { conv, text, kind } => {
                 let id = self.home.identity()?;
                 let storage = self.storage()?;
                 let repo = self.repo(storage.as_ref(), &conv)?;
-                let commit = repo.append(&id.signer(), &Body::text(text), &[], now_secs())?;
+                let body = match kind {
+                    Some(kind) => plugins::custom_body(&kind, &text)?,
+                    None => Body::text(text),
+                };
+                let commit = repo.append(&id.signer(), &body, &[], now_secs())?;
                 self.out(json!({"commit": commit}), || commit.to_string());
             }
+            Command::Plugin(cmd) => self.plugin(cmd)?,
             Command::Log {
                 repo: Some(path),
                 format,
