@@ -76,8 +76,8 @@ pub fn demo(component: &[u8]) -> Result<(bool, String)> {
     Ok((fair.is_ok(), loaded))
 }
 
-#[allow(dead_code)]
-fn target_dir() -> PathBuf {
+/// Where the plugin is built (kept between runs, like any target directory).
+pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/third-party-plugin")
 }
 
