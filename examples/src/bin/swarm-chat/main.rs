@@ -5,12 +5,20 @@
 //! keeps its conversations; chosen once per home and remembered). Errors are one line on
 //! stderr and a non-zero exit status.
 
+mod control;
 mod home;
+mod info;
+mod peers;
+mod requests;
+mod serve;
 mod swarm_demo;
 mod transfer;
 
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::home::{Backend, Home};
 use anyhow::{anyhow, Context as _, Result};
@@ -77,6 +85,62 @@ enum Command {
     },
     /// Run the demo: identities in a temporary home, a conversation, messages, the log.
     Demo,
+    /// Run this device's node over QUIC until killed. Prints the bound address first; while
+    /// it runs, the other commands go through it (`<home>/control.sock`).
+    Serve {
+        /// Where to listen (UDP), e.g. 127.0.0.1:0 for any free port.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// A peer to connect to at start (and again, with backoff, whenever unreachable).
+        #[arg(long)]
+        peer: Vec<SocketAddr>,
+        /// Seconds before a connection attempt is given up.
+        #[arg(long, default_value_t = 10)]
+        connect_timeout: u64,
+    },
+    /// Peers' addresses remembered in the home.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// List received invitations (id, from, received, title).
+    Requests,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Remember where a device or account (any of its devices) listens.
+    Add {
+        /// A device id (64 hex) or an account URI (40 hex).
+        who: String,
+        /// Its address, e.g. 127.0.0.1:4433.
+        addr: String,
+    },
+    /// List remembered addresses (manual and learned) and refused devices.
+    List,
+    /// Refuse a device: its channels and signals are dropped, none are sent to it.
+    Block {
+        /// The device id.
+        device: String,
+    },
+    /// Stop refusing a device (a running server syncs with it at once).
+    Unblock {
+        /// The device id.
+        device: String,
+    },
+}
+
+impl Command {
+    /// Whether a running server executes this command (everything that reads or writes
+    /// conversations, invitations or peers; not identity, demo, verify or serve itself).
+    fn served(&self) -> bool {
+        matches!(
+            self,
+            Command::Conv(_)
+                | Command::Send { .. }
+                | Command::Log { .. }
+                | Command::Peer(_)
+                | Command::Requests
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -167,9 +231,23 @@ enum ConvCommand {
         /// The account URI.
         uri: String,
     },
-    /// Accept an invitation to a conversation already in this device's storage (fetching it
-    /// from a peer comes with the network transport).
+    /// Accept an invitation: with a running server, clone the conversation from a member
+    /// (the inviter, or the device at --peer), validate it, commit `join` and announce it;
+    /// without one, the conversation must already be stored here.
     Join {
+        /// The conversation id.
+        conv: String,
+        /// Clone from the device listening there.
+        #[arg(long)]
+        peer: Option<SocketAddr>,
+    },
+    /// Decline an invitation (it is not listed again).
+    Decline {
+        /// The conversation id.
+        conv: String,
+    },
+    /// Mode, head, size, title, membership counts and `syncing` (a clone is running).
+    Info {
         /// The conversation id.
         conv: String,
     },
@@ -210,12 +288,29 @@ struct App {
     home: Home,
     json: bool,
     backend: Option<Backend>,
+    /// The storage of a running server (commands run through it use it, not their own).
+    shared: Option<Arc<dyn Storage>>,
+    /// Output collected for a control client instead of printed.
+    capture: Option<RefCell<String>>,
 }
 
 impl App {
-    fn storage(&self) -> Result<Box<dyn Storage>> {
+    fn new(home: Home, json: bool, backend: Option<Backend>) -> Self {
+        Self {
+            home,
+            json,
+            backend,
+            shared: None,
+            capture: None,
+        }
+    }
+
+    fn storage(&self) -> Result<Arc<dyn Storage>> {
         let backend = self.home.backend(self.backend)?;
-        self.home.open_storage(backend)
+        match &self.shared {
+            Some(s) => Ok(s.clone()),
+            None => Ok(Arc::from(self.home.open_storage(backend)?)),
+        }
     }
 
     fn repo<'s>(&self, storage: &'s dyn Storage, conv: &str) -> Result<Repo<'s>> {
@@ -230,13 +325,17 @@ impl App {
 
     /// Prints `value` as JSON, or `text` otherwise.
     fn out(&self, value: Value, text: impl FnOnce() -> String) {
-        if self.json {
-            println!("{value}");
-        } else {
-            let t = text();
-            if !t.is_empty() {
-                println!("{t}");
+        let line = if self.json { value.to_string() } else { text() };
+        if line.is_empty() && !self.json {
+            return;
+        }
+        match &self.capture {
+            Some(c) => {
+                let mut c = c.borrow_mut();
+                c.push_str(&line);
+                c.push('\n');
             }
+            None => println!("{line}"),
         }
     }
 
@@ -340,7 +439,7 @@ impl App {
                 let id = self.home.identity()?;
                 let storage = self.storage()?;
                 let repo = self.repo(storage.as_ref(), &conv)?;
-                let commit = repo.append(&id.signer(), &Body::text(text), &[], now_secs())?;
+                let commit = append(&repo, &id, &Body::text(text), &[])?;
                 self.out(json!({"commit": commit}), || commit.to_string());
             }
             Command::Log { conv, limit } => {
@@ -413,9 +512,44 @@ impl App {
                     .map_err(|e| anyhow!("invalid device id {device:?}: {e}"))?;
                 self.vote(&conv, Target::Device(dev), VoteAction::Ban)?
             }
-            Command::Conv(ConvCommand::Join { conv }) => {
+            Command::Conv(ConvCommand::Join { conv, peer }) => {
+                if peer.is_some() && self.shared.is_none() {
+                    return Err(anyhow!(
+                        "--peer needs a running `swarm-chat serve` for this home: it clones \
+                         the conversation over the network"
+                    ));
+                }
+                let id = parse_conv(&conv)?;
+                if self.storage()?.head(&id)?.is_none()
+                    && requests::Requests::load(&self.home)?.get(&id).is_some()
+                {
+                    return Err(anyhow!(
+                        "conversation {id} is not stored here yet: start `swarm-chat serve` \
+                         so that `conv join` clones it from the inviter"
+                    ));
+                }
                 self.commit_op(&conv, |_, id, st| Ok(ops::join(st, id.account.cert())))?;
+                requests::Requests::update(&self.home, |r| r.remove(&id))?;
             }
+            Command::Conv(ConvCommand::Decline { conv }) => self.decline(&conv)?,
+            Command::Conv(ConvCommand::Info { conv }) => self.info(&conv)?,
+            Command::Requests => self.requests()?,
+            Command::Peer(PeerCommand::Add { who, addr }) => self.peer_add(&who, &addr)?,
+            Command::Peer(PeerCommand::List) => self.peer_list()?,
+            Command::Peer(PeerCommand::Block { device }) => self.peer_block(&device, true)?,
+            Command::Peer(PeerCommand::Unblock { device }) => self.peer_block(&device, false)?,
+            Command::Serve {
+                listen,
+                peer,
+                connect_timeout,
+            } => serve::run(
+                self,
+                serve::Options {
+                    listen,
+                    peers: peer,
+                    connect_timeout: std::time::Duration::from_secs(connect_timeout.max(1)),
+                },
+            )?,
             Command::Conv(ConvCommand::Leave { conv }) => {
                 self.commit_op(&conv, |repo, id, _| {
                     Ok(ops::leave(repo, &repo.head()?, id.account.uri())?)
@@ -472,6 +606,26 @@ impl App {
     }
 }
 
+/// Appends a commit; when a fetch moved the head meanwhile (a running server integrates
+/// peers' commits while commands run), the commit is rebuilt on the new head and validated
+/// again.
+fn append(
+    repo: &Repo<'_>,
+    id: &home::Identity,
+    body: &Body,
+    changes: &[FileChange],
+) -> Result<CommitId> {
+    let mut tries = 0;
+    loop {
+        match repo.append(&id.signer(), body, changes, now_secs()) {
+            Err(swarm_api::repo::RepoError::Storage(
+                swarm_api::storage::StorageError::HeadMoved { .. },
+            )) if tries < 8 => tries += 1,
+            r => return Ok(r?),
+        }
+    }
+}
+
 fn parse_uri(s: &str) -> Result<AccountUri> {
     s.parse().map_err(|e| anyhow!("invalid URI {s:?}: {e}"))
 }
@@ -488,7 +642,7 @@ impl App {
         let repo = self.repo(storage.as_ref(), conv)?;
         let st = repo.state(&repo.head()?)?;
         let (body, changes) = op(&repo, &id, &st)?;
-        let commit = repo.append(&id.signer(), &body, &changes, now_secs())?;
+        let commit = append(&repo, &id, &body, &changes)?;
         self.out(json!({"commit": commit, "type": body.kind()}), || {
             commit.to_string()
         });
@@ -502,12 +656,12 @@ impl App {
         let repo = self.repo(storage.as_ref(), conv)?;
         let st = repo.state(&repo.head()?)?;
         let (body, changes) = ops::vote(&st, &id.account.uri(), target, action)?;
-        let vote = repo.append(&id.signer(), &body, &changes, now_secs())?;
+        let vote = append(&repo, &id, &body, &changes)?;
         let st = repo.state(&vote)?;
         let dir = swarm_api::layout::VoteDir::from(action);
         let decided = if st.vote_passed(dir, &target) {
             let (body, changes) = ops::apply_vote(&repo, &st, target, action)?;
-            Some(repo.append(&id.signer(), &body, &changes, now_secs())?)
+            Some(append(&repo, &id, &body, &changes)?)
         } else {
             None
         };
@@ -552,11 +706,7 @@ fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
 
 fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary home")?;
-    let app = App {
-        home: Home::new(dir.path().join("alice")),
-        json: false,
-        backend,
-    };
+    let app = App::new(Home::new(dir.path().join("alice")), false, backend);
     let alice = app.home.create_identity("Alice")?;
     let storage = app.storage()?;
     let conv = create_conversation(
@@ -627,37 +777,46 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     Ok(())
 }
 
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs its connections and syncs by default; other commands only problems.
+    let default_log = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = (|| {
         let dir = match cli.home {
             Some(d) => d,
             None => default_home()?,
         };
-        App {
-            home: Home::new(dir),
-            json: cli.json,
-            backend: cli.backend,
+        if cli.command.served() {
+            if let Some(stream) = control::connect(&dir)? {
+                return control::forward(stream, cli.json);
+            }
         }
-        .run(cli.command)
+        App::new(Home::new(dir), cli.json, cli.backend).run(cli.command)
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let msg = e
-                .chain()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ");
-            eprintln!("swarm-chat: {}", msg.replace('\n', " "));
+            eprintln!("swarm-chat: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
