@@ -282,6 +282,15 @@ fn invite_requests_join_and_chat_between_two_serve_processes() {
     assert_eq!(a.addr.ip().to_string(), "127.0.0.1");
     assert_ne!(a.addr.port(), 0, "the bound port is printed");
 
+    // One server per home: a second one is refused while the first answers.
+    let second = chat(&alice.home, &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("a server already runs"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
     let conv = create_conversation(&alice, "Lunch");
     // Bob dialled Alice: she learned and remembered his address.
     wait_for("Alice to remember Bob's address", || {
@@ -466,4 +475,135 @@ fn four_serve_processes_partitioned_chat_on_both_sides_then_converge() {
             "left side 1",
         ],
     );
+}
+
+/// Two network namespaces joined by a veth pair, removed when dropped.
+struct Namespaces {
+    names: [String; 2],
+    link: String,
+    addrs: [String; 2],
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Namespaces {
+    fn create() -> Result<Self, String> {
+        let id = std::process::id();
+        let ns = Namespaces {
+            names: [format!("swarm{id}a"), format!("swarm{id}b")],
+            link: format!("sw{}a", id % 100_000),
+            addrs: [
+                format!("10.201.{}.1", id % 250),
+                format!("10.201.{}.2", id % 250),
+            ],
+        };
+        ip(&["netns", "add", &ns.names[0]])?;
+        // From here on, Drop cleans up whatever was made.
+        ip(&["netns", "add", &ns.names[1]])?;
+        let peer = format!("sw{}b", id % 100_000);
+        ip(&[
+            "link",
+            "add",
+            &ns.link,
+            "netns",
+            &ns.names[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &ns.names[1],
+        ])?;
+        for (i, dev) in [&ns.link, &peer].into_iter().enumerate() {
+            let n = &ns.names[i];
+            ip(&[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{}/24", ns.addrs[i]),
+                "dev",
+                dev,
+            ])?;
+            ip(&["-n", n, "link", "set", dev, "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        Ok(ns)
+    }
+
+    /// Brings the link between the namespaces down or up (a real cut: packets are lost).
+    fn set_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.names[0], "link", "set", &self.link, state]).expect("link state");
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = ip(&["netns", "del", n]);
+        }
+    }
+}
+
+#[test]
+fn two_nodes_in_separate_network_namespaces_survive_a_cut_link() {
+    let ns = match Namespaces::create() {
+        Ok(ns) => ns,
+        Err(reason) => {
+            eprintln!("skipping the network-namespace variant: {reason}");
+            return;
+        }
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let (alice, bob) = (person(root.path(), "Alice"), person(root.path(), "Bob"));
+    let exec_a = ["ip", "netns", "exec", ns.names[0].as_str()];
+    let exec_b = ["ip", "netns", "exec", ns.names[1].as_str()];
+    let a = Server::start_in(&exec_a, &alice.home, &format!("{}:0", ns.addrs[0]), &[]);
+    assert_eq!(a.addr.ip().to_string(), ns.addrs[0]);
+    let _b = Server::start_in(&exec_b, &bob.home, &format!("{}:0", ns.addrs[1]), &[a.addr]);
+    // The CLI reaches each server through its control socket, from the root namespace.
+    let conv = create_conversation(&alice, "Namespaces");
+    wait_for("Bob's node to reach Alice's across the veth link", || {
+        ok(&alice.home, &["peer", "list"])["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|p| p["source"] == "learned")
+            .then_some(())
+    });
+    invite(&alice, &conv, &bob);
+    accept_invitation(&bob, &conv, &alice);
+    send(&alice.home, &conv, "before the cut");
+    wait_converged(&[&alice.home, &bob.home], &conv, &["before the cut"]);
+
+    ns.set_link(false);
+    send(&alice.home, &conv, "Alice during the cut");
+    send(&bob.home, &conv, "Bob during the cut");
+    assert!(!has_body(&bob.home, &conv, "Alice during the cut"));
+    assert!(!has_body(&alice.home, &conv, "Bob during the cut"));
+    ns.set_link(true);
+    wait_converged(
+        &[&alice.home, &bob.home],
+        &conv,
+        &["Alice during the cut", "Bob during the cut"],
+    );
+    // A command run inside a namespace reaches its server the same way.
+    let inside = chat_in(&exec_b, &bob.home, &["conv", "info", &conv]);
+    assert_eq!(parse(&inside, &["conv", "info"])["syncing"], false);
 }
