@@ -22,21 +22,26 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_swarm-chat")
 }
 
-fn chat_in(prefix: &[&str], home: &Path, args: &[&str]) -> Output {
-    let (program, pre) = match prefix.split_first() {
-        Some((p, rest)) => (*p, rest.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-        None => (bin(), Vec::new()),
+/// `swarm-chat`, or `prefix… swarm-chat` (e.g. `ip netns exec NS`).
+fn command(prefix: &[&str]) -> Command {
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
     };
-    let mut cmd = Command::new(program);
-    cmd.args(pre);
-    if !prefix.is_empty() {
-        cmd.arg(bin());
-    }
-    cmd.arg("--home")
+    cmd.env_remove("SWARM_HOME");
+    cmd
+}
+
+fn chat_in(prefix: &[&str], home: &Path, args: &[&str]) -> Output {
+    command(prefix)
+        .arg("--home")
         .arg(home)
         .arg("--json")
         .args(args)
-        .env_remove("SWARM_HOME")
         .output()
         .expect("swarm-chat runs")
 }
@@ -75,6 +80,16 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A child process killed when dropped (a failing test leaves no process behind).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `swarm-chat serve`, killed when dropped.
 struct Server {
     child: Child,
@@ -96,15 +111,7 @@ impl Server {
             .append(true)
             .open(home.join("serve.log"))
             .expect("log file");
-        let (program, pre) = match prefix.split_first() {
-            Some((p, rest)) => (*p, rest.to_vec()),
-            None => (bin(), Vec::new()),
-        };
-        let mut cmd = Command::new(program);
-        cmd.args(pre);
-        if !prefix.is_empty() {
-            cmd.arg(bin());
-        }
+        let mut cmd = command(prefix);
         cmd.arg("--home").arg(home).args([
             "--json",
             "serve",
@@ -117,7 +124,6 @@ impl Server {
             cmd.args(["--peer", &p.to_string()]);
         }
         let mut child = cmd
-            .env_remove("SWARM_HOME")
             .env("SWARM_LOG", "info,swarm_api=debug,transport_quic=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -269,6 +275,17 @@ fn is_member(home: &Path, conv: &str, uri: &str) -> bool {
         .any(|m| m["uri"] == uri && m["role"] == "member")
 }
 
+/// The devices whose addresses a home learned from connections.
+fn learned(home: &Path) -> Vec<String> {
+    ok(home, &["peer", "list"])["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter(|p| p["source"] == "learned")
+        .map(|p| s(&p["who"]))
+        .collect()
+}
+
 fn send(home: &Path, conv: &str, text: &str) -> String {
     s(&ok(home, &["send", conv, text])["commit"])
 }
@@ -294,12 +311,7 @@ fn invite_requests_join_and_chat_between_two_serve_processes() {
     let conv = create_conversation(&alice, "Lunch");
     // Bob dialled Alice: she learned and remembered his address.
     wait_for("Alice to remember Bob's address", || {
-        ok(&alice.home, &["peer", "list"])["peers"]
-            .as_array()
-            .expect("peers")
-            .iter()
-            .any(|p| p["who"] == b.device.as_str() && p["source"] == "learned")
-            .then_some(())
+        learned(&alice.home).contains(&b.device).then_some(())
     });
     let out = chat(&alice.home, &["conv", "invite", &conv, &bob.uri]);
     parse(&out, &["conv", "invite"]);
@@ -357,15 +369,16 @@ fn a_clone_in_progress_shows_syncing_and_a_failed_one_leaves_nothing() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     let silent_addr = silent.local_addr().expect("addr").to_string();
     let conv = "ab".repeat(20);
-    let mut join = Command::new(bin())
-        .arg("--home")
-        .arg(&bob.home)
-        .args(["conv", "join", &conv, "--peer", &silent_addr])
-        .env_remove("SWARM_HOME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("join starts");
+    let mut join = KillOnDrop(
+        command(&[])
+            .arg("--home")
+            .arg(&bob.home)
+            .args(["conv", "join", &conv, "--peer", &silent_addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("join starts"),
+    );
     let info = wait_for("conv info to say syncing", || {
         let out = chat(&bob.home, &["conv", "info", &conv]);
         out.status
@@ -374,9 +387,9 @@ fn a_clone_in_progress_shows_syncing_and_a_failed_one_leaves_nothing() {
     });
     assert_eq!(info["syncing"], true);
     assert_eq!(info["conversation"], conv.as_str());
-    let status = wait_for("the join to give up", || join.try_wait().expect("wait"));
+    let status = wait_for("the join to give up", || join.0.try_wait().expect("wait"));
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut join.stderr.take().expect("stderr"), &mut err)
+    std::io::Read::read_to_string(&mut join.0.stderr.take().expect("stderr"), &mut err)
         .expect("stderr");
     assert!(!status.success());
     assert!(err.contains("cannot reach a peer at"), "{err}");
@@ -580,12 +593,7 @@ fn two_nodes_in_separate_network_namespaces_survive_a_cut_link() {
     // The CLI reaches each server through its control socket, from the root namespace.
     let conv = create_conversation(&alice, "Namespaces");
     wait_for("Bob's node to reach Alice's across the veth link", || {
-        ok(&alice.home, &["peer", "list"])["peers"]
-            .as_array()
-            .expect("peers")
-            .iter()
-            .any(|p| p["source"] == "learned")
-            .then_some(())
+        (!learned(&alice.home).is_empty()).then_some(())
     });
     invite(&alice, &conv, &bob);
     accept_invitation(&bob, &conv, &alice);

@@ -155,6 +155,24 @@ impl Home {
         Ok(())
     }
 
+    /// Loads `<home>/<name>`, lets `f` change it and saves it, holding `lock` (the
+    /// process-wide lock of that file) throughout; returns what `f` returned.
+    pub fn update_json<T, R>(
+        &self,
+        name: &str,
+        lock: &std::sync::Mutex<()>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<R>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    {
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut value = self.read_json(name)?;
+        let r = f(&mut value);
+        self.write_json(name, &value)?;
+        Ok(r)
+    }
+
     /// Reads `<home>/<name>` as JSON; the default when the file does not exist.
     pub fn read_json<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> Result<T> {
         let path = self.dir.join(name);

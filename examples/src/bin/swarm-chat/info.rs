@@ -62,9 +62,10 @@ pub fn info_text(v: &Value) -> String {
     v.as_object()
         .map(|o| {
             o.iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => format!("{k}: {s}"),
-                    other => format!("{k}: {other}"),
+                .filter_map(|(k, v)| match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(format!("{k}: {s}")),
+                    other => Some(format!("{k}: {other}")),
                 })
                 .collect::<Vec<_>>()
                 .join("\n")

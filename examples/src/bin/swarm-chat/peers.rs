@@ -73,11 +73,7 @@ impl PeerBook {
     /// Loads, changes and saves the book under the process-wide lock; returns what `f`
     /// returned.
     pub fn update<R>(home: &Home, f: impl FnOnce(&mut PeerBook) -> R) -> Result<R> {
-        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut book = Self::load(home)?;
-        let r = f(&mut book);
-        home.write_json(FILE, &book)?;
-        Ok(r)
+        home.update_json(FILE, &LOCK, f)
     }
 
     /// Records `addr` for `who`. A device has one address (the newest wins); an account

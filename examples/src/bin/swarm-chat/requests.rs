@@ -74,11 +74,7 @@ impl Requests {
 
     /// Loads, changes and saves under the process-wide lock.
     pub fn update<R>(home: &Home, f: impl FnOnce(&mut Requests) -> R) -> Result<R> {
-        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut r = Self::load(home)?;
-        let out = f(&mut r);
-        home.write_json(FILE, &r)?;
-        Ok(out)
+        home.update_json(FILE, &LOCK, f)
     }
 
     /// Adds a request unless the conversation was declined or is already listed (then the
