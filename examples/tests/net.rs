@@ -178,9 +178,13 @@ struct Person {
 }
 
 fn person(root: &Path, name: &str) -> Person {
+    person_on(root, name, "git")
+}
+
+fn person_on(root: &Path, name: &str, backend: &str) -> Person {
     let home = root.join(name.to_lowercase());
     std::fs::create_dir_all(&home).expect("home");
-    let id = ok(&home, &["id", "new", "--name", name]);
+    let id = ok(&home, &["--backend", backend, "id", "new", "--name", name]);
     Person {
         home,
         uri: s(&id["uri"]),
@@ -358,6 +362,52 @@ fn invite_requests_join_and_chat_between_two_serve_processes() {
         ],
     );
     assert!(log.len() >= 8, "{log:?}");
+}
+
+#[test]
+fn an_invitation_waits_until_the_invitee_connects_and_a_declined_one_is_dropped() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let alice = person(root.path(), "Alice");
+    // Bob keeps his conversations in sled, which only one process may open: every command
+    // below must go through his server.
+    let bob = person_on(root.path(), "Bob", "sled");
+    let a = Server::start(&alice.home, "127.0.0.1:0", &[]);
+    let lunch = create_conversation(&alice, "Lunch");
+    // (Another mode: two initial commits by one device in one second would be one.)
+    let spam = s(&ok(
+        &alice.home,
+        &["conv", "create", "--mode", "admin-invites-only"],
+    )["conversation"]);
+    for conv in [&lunch, &spam] {
+        let out = chat(&alice.home, &["conv", "invite", conv, &bob.uri]);
+        parse(&out, &["conv", "invite"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invitation not delivered now"), "{err}");
+    }
+    let _b = Server::start(&bob.home, "127.0.0.1:0", &[]);
+    // Bob learns where Alice's account listens; his node dials it, and Alice's node sends
+    // the invitations waiting for Bob's account.
+    ok(&bob.home, &["peer", "add", &alice.uri, &a.addr.to_string()]);
+    wait_for("both invitations", || {
+        let r = ok(&bob.home, &["requests"])["requests"].clone();
+        (r.as_array().map_or(0, Vec::len) == 2).then_some(())
+    });
+    assert_eq!(
+        ok(&bob.home, &["conv", "decline", &spam])["declined"],
+        spam.as_str()
+    );
+    let left = ok(&bob.home, &["requests"])["requests"].clone();
+    assert_eq!(left.as_array().map(Vec::len), Some(1));
+    assert_eq!(left[0]["id"], lunch.as_str());
+    accept_invitation(&bob, &lunch, &alice);
+    let hi = send(&bob.home, &lunch, "hi from sled");
+    wait_for("Alice to receive Bob's message", || {
+        log_ids(&alice.home, &lunch).contains(&hi).then_some(())
+    });
+    assert!(
+        !chat(&bob.home, &["conv", "info", &spam]).status.success(),
+        "a declined conversation is not fetched"
+    );
 }
 
 #[test]

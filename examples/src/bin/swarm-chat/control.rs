@@ -123,6 +123,9 @@ pub fn socket_path(home: &Path) -> PathBuf {
 /// stale one (nobody accepts on it).
 pub fn connect(home: &Path) -> Result<Option<UnixStream>> {
     let path = socket_path(home);
+    if !path.exists() {
+        return Ok(None);
+    }
     match UnixStream::connect(&path) {
         Ok(s) => Ok(Some(s)),
         Err(e)

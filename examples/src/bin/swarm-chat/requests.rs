@@ -20,6 +20,9 @@ use crate::App;
 /// The signal kind of invitations.
 pub const INVITE: &str = "application/invite+json";
 const FILE: &str = "requests.json";
+/// At most this many pending requests are kept: any peer may send invitations, so a flood
+/// of them must not grow the home without bound (the oldest stay; later ones are dropped).
+pub const MAX_PENDING: usize = 256;
 static LOCK: Mutex<()> = Mutex::new(());
 
 /// The invitation signal's payload (the sender is the authenticated peer, not in here).
@@ -78,8 +81,8 @@ impl Requests {
     }
 
     /// Adds a request unless the conversation was declined or is already listed (then the
-    /// newest sender is kept, so a join clones from a device that was just reachable).
-    /// Returns whether it is new.
+    /// newest sender is kept, so a join clones from a device that was just reachable), or
+    /// [`MAX_PENDING`] are pending. Returns whether it is new.
     pub fn add(&mut self, req: Request) -> bool {
         if self.declined.contains(&req.id) {
             return false;
@@ -87,6 +90,10 @@ impl Requests {
         if let Some(old) = self.requests.iter_mut().find(|r| r.id == req.id) {
             old.device = req.device;
             old.from = req.from;
+            return false;
+        }
+        if self.requests.len() >= MAX_PENDING {
+            tracing::warn!(target: "swarm_chat::requests", conv = %req.id, from = %req.from, "too many pending invitations: dropped");
             return false;
         }
         self.requests.push(req);
@@ -171,6 +178,17 @@ mod tests {
         r.remove(&req(1).id);
         assert!(!r.add(req(1)), "declined stays declined");
         assert!(r.requests.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_invitations_is_capped() {
+        let mut r = Requests::default();
+        for i in 0..=MAX_PENDING {
+            let mut q = req(0);
+            q.id = format!("{:040x}", i + 1).parse().expect("conversation id");
+            r.add(q);
+        }
+        assert_eq!(r.requests.len(), MAX_PENDING);
     }
 
     #[test]
