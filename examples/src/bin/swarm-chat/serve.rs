@@ -210,7 +210,7 @@ async fn serve(app: &App, options: Options) -> Result<()> {
         },
     );
     let server = Arc::new(Server {
-        home: Home::new(app.home.dir.clone()),
+        home: app.home.clone(),
         storage,
         node: node.clone(),
         quic,
