@@ -117,8 +117,9 @@ impl Server {
             "serve",
             "--listen",
             listen,
+            // Long enough for `conv info` to see a clone in progress on a loaded machine.
             "--connect-timeout",
-            "3",
+            "10",
         ]);
         for p in peers {
             cmd.args(["--peer", &p.to_string()]);
