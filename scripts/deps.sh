@@ -4,8 +4,8 @@
 set -euo pipefail
 
 # Stock git (interop tests run git log / fsck / verify-commit) and ssh-keygen (git's ssh
-# signature verifier).
-APT_PACKAGES=(git openssh-client pkg-config)
+# signature verifier); python3 and openssl run the Jami fixtures' signature oracle.
+APT_PACKAGES=(git openssh-client pkg-config python3 openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

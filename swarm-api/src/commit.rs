@@ -57,7 +57,7 @@ pub enum CommitParseError {
     #[error("commit {0}: message is not UTF-8")]
     NotUtf8(CommitId),
     /// More than one signature header.
-    #[error("commit {0} has more than one gpgsig header")]
+    #[error("commit {0} has more than one signature header")]
     DuplicateSignature(CommitId),
 }
 
@@ -104,9 +104,10 @@ pub struct Commit {
     pub time: i64,
     /// The message (JSON body, or `Merge commit '<id>'` for merges).
     pub message: String,
-    /// The `gpgsig` header value (PEM without its final newline), if any.
+    /// The signature header's value (without its final newline), if any: the `gpgsig` PEM,
+    /// or for [`Scheme::Jami`] the base64 of the `signature` header.
     pub signature: Option<String>,
-    /// The exact bytes that were signed: the object without its `gpgsig` header.
+    /// The exact bytes that were signed: the object without its signature header.
     pub signed_payload: Vec<u8>,
 }
 
@@ -136,7 +137,44 @@ pub fn sign_commit(
     if author_name.contains(['<', '>', '\n', '\r', '\0']) {
         return Err(SignError::BadName(author_name.to_owned()));
     }
-    let sig = signature(author_name, &device.id(), time);
+    let key =
+        ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from(device.signing_key()));
+    build_signed(
+        author_name,
+        &device.id(),
+        tree,
+        parents,
+        message,
+        time,
+        "gpgsig",
+        |payload| {
+            let sshsig = key
+                .sign(NAMESPACE, HashAlg::Sha512, payload)
+                .map_err(|e| SignError::Ssh(e.to_string()))?;
+            let pem = sshsig
+                .to_pem(LineEnding::LF)
+                .map_err(|e| SignError::Ssh(e.to_string()))?;
+            Ok(pem.trim_end_matches('\n').to_owned())
+        },
+    )
+}
+
+/// Builds the commit object of `author_name <device>` (author = committer, `+0000`), signs
+/// the object as it is without a signature header with `sign`, and stores what `sign`
+/// returns in the `header` header (after the committer line). Shared by every scheme's
+/// signer, so what is signed is always exactly what verification strips back out.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_signed<E>(
+    author_name: &str,
+    device: &DeviceId,
+    tree: ObjectId,
+    parents: &[CommitId],
+    message: &str,
+    time: i64,
+    header: &str,
+    sign: impl FnOnce(&[u8]) -> Result<String, E>,
+) -> Result<Object, E> {
+    let sig = signature(author_name, device, time);
     let mut commit = gix_object::Commit {
         tree,
         parents: parents.iter().map(CommitId::object_id).collect(),
@@ -149,17 +187,8 @@ pub fn sign_commit(
     let mut payload = Vec::new();
     // Writing to a Vec cannot fail.
     let _ = commit.write_to(&mut payload);
-    let key =
-        ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from(device.signing_key()));
-    let sshsig = key
-        .sign(NAMESPACE, HashAlg::Sha512, &payload)
-        .map_err(|e| SignError::Ssh(e.to_string()))?;
-    let pem = sshsig
-        .to_pem(LineEnding::LF)
-        .map_err(|e| SignError::Ssh(e.to_string()))?;
-    commit
-        .extra_headers
-        .push(("gpgsig".into(), pem.trim_end_matches('\n').into()));
+    let value = sign(&payload)?;
+    commit.extra_headers.push((header.into(), value.into()));
     let mut data = Vec::new();
     let _ = commit.write_to(&mut data);
     Ok(Object {
@@ -168,9 +197,9 @@ pub fn sign_commit(
     })
 }
 
-/// Removes the `gpgsig` header (and its continuation lines) from a raw commit, as git does
-/// before verifying. Returns the payload and how many signature headers were removed.
-fn strip_signature(raw: &[u8]) -> (Vec<u8>, usize) {
+/// Removes the headers named `names` (and their continuation lines) from a raw commit, as git
+/// does with `gpgsig` before verifying. Returns the payload and how many headers were removed.
+fn strip_headers(raw: &[u8], names: &[&str]) -> (Vec<u8>, usize) {
     let header_end = raw
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -184,7 +213,9 @@ fn strip_signature(raw: &[u8]) -> (Vec<u8>, usize) {
         if in_sig && line.first() == Some(&b' ') {
             continue;
         }
-        in_sig = line.starts_with(b"gpgsig ") || line.starts_with(b"gpgsig-sha256 ");
+        in_sig = names.iter().any(|n| {
+            line.len() > n.len() && line.starts_with(n.as_bytes()) && line[n.len()] == b' '
+        });
         if in_sig {
             removed += 1;
             continue;
@@ -195,9 +226,79 @@ fn strip_signature(raw: &[u8]) -> (Vec<u8>, usize) {
     (out, removed)
 }
 
+/// How commits are signed: which header holds the signature and what it signs.
+///
+/// * [`Scheme::Native`] (DESIGN §3): an sshsig (Ed25519, namespace `git`) in `gpgsig`, as
+///   `git commit -S` with `gpg.format=ssh` writes it.
+/// * [`Scheme::Jami`]: what jamid writes: RSA PKCS#1 v1.5 SHA-512 of the commit without its
+///   `signature` header, base64 in that header (see [`crate::jami`]).
+///
+/// In both, the signed payload is the commit object with the signature header (and its
+/// continuation lines) cut out, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// sshsig Ed25519 in `gpgsig`.
+    #[default]
+    Native,
+    /// RSA PKCS#1 v1.5 SHA-512 in `signature` (jamid).
+    Jami,
+}
+
+impl Scheme {
+    /// The header names holding a signature of this scheme.
+    pub fn headers(self) -> &'static [&'static str] {
+        match self {
+            Scheme::Native => &["gpgsig", "gpgsig-sha256"],
+            Scheme::Jami => &[crate::jami::SIGNATURE_HEADER],
+        }
+    }
+
+    /// The scheme's name: `native` or `jami`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Native => "native",
+            Scheme::Jami => "jami",
+        }
+    }
+
+    /// Which scheme signed a raw commit object, from its headers (`None`: neither header).
+    pub fn detect(raw: &[u8]) -> Option<Scheme> {
+        let header_end = raw
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .unwrap_or(raw.len());
+        let header = &raw[..header_end];
+        [Scheme::Native, Scheme::Jami].into_iter().find(|s| {
+            header.split(|b| *b == b'\n').any(|line| {
+                s.headers().iter().any(|n| {
+                    line.len() > n.len() && line.starts_with(n.as_bytes()) && line[n.len()] == b' '
+                })
+            })
+        })
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(Scheme::Native),
+            "jami" => Ok(Scheme::Jami),
+            _ => Err(format!("unknown format {s:?} (native or jami)")),
+        }
+    }
+}
+
 impl Commit {
-    /// Decodes a commit object (kind already checked by the caller).
+    /// Decodes a commit object of the native scheme (kind already checked by the caller).
     pub fn parse(id: CommitId, data: &[u8]) -> Result<Self, CommitParseError> {
+        Self::parse_with(id, data, Scheme::Native)
+    }
+
+    /// Decodes a commit object whose signature is in `scheme`'s header: [`Commit::signature`]
+    /// is that header's value and [`Commit::signed_payload`] the object without it.
+    pub fn parse_with(id: CommitId, data: &[u8], scheme: Scheme) -> Result<Self, CommitParseError> {
         let malformed = |reason: String| CommitParseError::Malformed { id, reason };
         let c = gix_object::CommitRef::from_bytes(data, gix_hash::Kind::Sha1)
             .map_err(|e| malformed(e.to_string()))?;
@@ -220,10 +321,11 @@ impl Commit {
         let message = std::str::from_utf8(c.message)
             .map_err(|_| CommitParseError::NotUtf8(id))?
             .to_owned();
+        let names = scheme.headers();
         let mut sigs = c
             .extra_headers
             .iter()
-            .filter(|(k, _)| *k == "gpgsig" || *k == "gpgsig-sha256");
+            .filter(|(k, _)| names.iter().any(|n| *k == *n));
         let signature = sigs.next().map(|(_, v)| {
             String::from_utf8_lossy(v.as_ref())
                 .trim_end_matches('\n')
@@ -233,7 +335,7 @@ impl Commit {
             return Err(CommitParseError::DuplicateSignature(id));
         }
         let time = author.time().map(|t| t.seconds).unwrap_or(0);
-        let (signed_payload, _) = strip_signature(data);
+        let (signed_payload, _) = strip_headers(data, names);
         Ok(Self {
             id,
             tree,
@@ -396,7 +498,7 @@ mod tests {
     fn unsigned_commit_is_refused() {
         let dev = device();
         let obj = sign_commit(&dev, "Alice", tree_id(1), &[], "{}", 0).unwrap();
-        let (payload, removed) = strip_signature(&obj.data);
+        let (payload, removed) = strip_headers(&obj.data, Scheme::Native.headers());
         assert_eq!(removed, 1);
         let c = parse(&Object {
             kind: Kind::Commit,

@@ -37,6 +37,9 @@ use x509_parser::public_key::PublicKey;
 
 use crate::id::{AccountUri, DeviceId};
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// The commit header jamid stores its signature in.
 pub const SIGNATURE_HEADER: &str = "signature";
 
@@ -309,10 +312,7 @@ impl JamiCommit {
                 found,
             });
         }
-        let key = device.rsa_public_key()?;
-        let digest = Sha512::digest(&self.signed_payload);
-        key.verify(Pkcs1v15Sign::new::<Sha512>(), &digest, &self.signature)
-            .map_err(|_| JamiError::BadCommitSignature)
+        device.verify_signature(&self.signed_payload, &self.signature)
     }
 }
 
@@ -497,6 +497,15 @@ impl JamiCertificate {
             MAX_RSA_BITS,
         )
         .map_err(|e| JamiError::UnsupportedKey(e.to_string()))
+    }
+
+    /// Checks an RSA PKCS#1 v1.5 SHA-512 signature by this certificate's key (how jamid signs
+    /// commits with a device key).
+    pub fn verify_signature(&self, payload: &[u8], signature: &[u8]) -> Result<(), JamiError> {
+        let key = self.rsa_public_key()?;
+        let digest = Sha512::digest(payload);
+        key.verify(Pkcs1v15Sign::new::<Sha512>(), &digest, signature)
+            .map_err(|_| JamiError::BadCommitSignature)
     }
 
     /// Whether `at` (Unix seconds) is within the validity period.

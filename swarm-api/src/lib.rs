@@ -45,6 +45,7 @@ pub mod sync;
 pub mod testing;
 pub mod traits;
 pub mod validate;
+pub mod view;
 
 pub use id::{AccountUri, CommitId, ConversationId, DeviceId};
 pub use storage::Storage;

@@ -139,7 +139,7 @@ pub fn apply_vote(
             .and_then(|pem| DeviceCert::from_pem(pem).ok())
             .and_then(|c| c.claimed_account()))
     };
-    let moves = vote_moves(state, dir, kind, &target, &device_account)
+    let moves = vote_moves(state, dir, kind, &target, true, &device_account)
         .map_err(|v| OpError::Target(v.to_string()))?;
     let mut changes = Vec::new();
     for (from, to, blob) in moves {

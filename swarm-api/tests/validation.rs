@@ -1249,3 +1249,79 @@ fn certificate_wellformed_a_crl_is_stored_under_its_own_id() {
     );
     w.refuse(d, "certificate-wellformed");
 }
+
+// ------------------------------------------- large branches: signatures verified in parallel
+
+/// A branch of `n` text commits on the head, alternately by Alice and Bob; commit `bad_sig`
+/// has its message changed after signing, commit `bad_rule` has an unknown type.
+fn long_branch(
+    w: &W,
+    a: &P,
+    b: &P,
+    n: usize,
+    bad_sig: Option<usize>,
+    bad_rule: Option<usize>,
+) -> (Vec<Object>, Vec<swarm_api::id::CommitId>) {
+    let files = w.files();
+    let mut head = w.head();
+    let (mut objects, mut ids) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let who = if i % 2 == 0 { a } else { b };
+        let msg = if Some(i) == bad_rule {
+            r#"{"body":"x","type":"application/x-unknown"}"#.to_owned()
+        } else {
+            Body::text(format!("message {i}")).to_message()
+        };
+        let mut d = w.raw(who, &[head], &msg, files.clone(), vec![]);
+        if Some(i) == bad_sig {
+            d = rewrite(&d, |t| {
+                t.replace("\"x\"", "\"y\"")
+                    .replace(&format!("message {i}"), "forged")
+            });
+        }
+        head = d.id;
+        ids.push(d.id);
+        objects.extend(d.objects);
+    }
+    (objects, ids)
+}
+
+fn refused_at(
+    w: &W,
+    objects: Vec<Object>,
+    tip: swarm_api::id::CommitId,
+) -> (swarm_api::id::CommitId, &'static str) {
+    let before = w.head();
+    match w.repo().receive(objects, tip) {
+        Err(RepoError::Rejected(r)) => {
+            assert_eq!(w.head(), before, "nothing stored");
+            (r.commit, r.violation.rule())
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn large_branches_report_the_first_failing_commit_as_a_commit_by_commit_check_does() {
+    let (a, b, w) = alice_bob();
+    let n = 700; // above the parallel-signature threshold
+                 // A signature failure before a rule failure: the signature is reported.
+    let (objs, ids) = long_branch(&w, &a, &b, n, Some(300), Some(400));
+    assert_eq!(refused_at(&w, objs, ids[n - 1]), (ids[300], "signature"));
+    // A rule failure before a signature failure: the rule is reported.
+    let (objs, ids) = long_branch(&w, &a, &b, n, Some(400), Some(300));
+    assert_eq!(refused_at(&w, objs, ids[n - 1]), (ids[300], "unknown-type"));
+    // Both on the same commit: the signature is checked first.
+    let (objs, ids) = long_branch(&w, &a, &b, n, Some(300), Some(300));
+    assert_eq!(refused_at(&w, objs, ids[n - 1]), (ids[300], "signature"));
+    // The last commit's signature.
+    let (objs, ids) = long_branch(&w, &a, &b, n, Some(n - 1), None);
+    assert_eq!(refused_at(&w, objs, ids[n - 1]), (ids[n - 1], "signature"));
+    // The same verdicts below the threshold (signatures verified one by one).
+    let (objs, ids) = long_branch(&w, &a, &b, 50, Some(30), Some(40));
+    assert_eq!(refused_at(&w, objs, ids[49]), (ids[30], "signature"));
+    // And a valid long branch is accepted whole.
+    let (objs, ids) = long_branch(&w, &a, &b, n, None, None);
+    w.repo().receive(objs, ids[n - 1]).expect("valid branch");
+    assert_eq!(w.head(), ids[n - 1]);
+}

@@ -2,7 +2,9 @@
 //!
 //! [`GitStorage`] implements [`swarm_api::Storage`] with one bare Git repository per
 //! conversation under a root directory (`<root>/<conversation-id>`), through gix. Objects are
-//! ordinary loose Git objects and the head is `refs/heads/main`, so stock tools work on them:
+//! ordinary Git objects (loose for small writes, one pack for writes of
+//! [`PACK_THRESHOLD`] objects or more, such as a clone or a large fetch) and the head is
+//! `refs/heads/main`, so stock tools work on them:
 //! `git log`, `git fsck --strict`, and `git verify-commit` with an allowed-signers file built
 //! from `devices/` (see `swarm_api::commit::allowed_signers_line`).
 //!
@@ -12,8 +14,8 @@
 //! place, so a half-created repository is never visible.
 //!
 //! Writes are durable before they are acknowledged: gix never calls fsync, so this crate
-//! does (see [`durable`]): every object file a write stores, its fan-out directory and
-//! `objects/`, then the new ref's lock file *before* it is renamed over `refs/heads/main`,
+//! does (see [`durable`]): every object file a write stores (loose object or pack and index),
+//! its directory and `objects/`, then the new ref's lock file *before* it is renamed over `refs/heads/main`,
 //! then `refs/heads/`. A new conversation is fsynced as a whole tree before its rename, and
 //! the root directory after it.
 //!
@@ -38,8 +40,12 @@ pub const HEAD_REF: &str = "refs/heads/main";
 
 const BACKEND: &str = "git";
 
-/// Where quarantine repositories live, under the root (never a valid conversation id).
+/// Where quarantines lived in earlier versions (leftovers are removed at open).
 const QUARANTINE_DIR: &str = ".quarantine";
+
+/// From this many objects, a write stores one pack (and its index) instead of loose objects:
+/// a clone of 10 000 messages is then two files to write and fsync, not 10 000.
+pub const PACK_THRESHOLD: usize = 64;
 
 /// The writer lock file inside each conversation repository (see [`WriterLock`]).
 const WRITER_LOCK: &str = "swarm-writer.lock";
@@ -51,11 +57,32 @@ fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
     StorageError::backend(BACKEND, e)
 }
 
+thread_local! {
+    /// This thread's handles of the repositories it used (by path). Making a thread-local
+    /// gix handle costs more than reading a small object, and reads come one object at a
+    /// time; a handle sees new packs and refs by itself.
+    static LOCAL_REPOS: std::cell::RefCell<HashMap<PathBuf, gix::Repository>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Caches `repo` for this thread (bounded: the cache is emptied when it grows large).
+fn remember_local(path: PathBuf, repo: &gix::Repository) {
+    LOCAL_REPOS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(path, repo.clone());
+    });
+}
+
 /// [`Storage`] over one Git repository per conversation.
 pub struct GitStorage {
     root: PathBuf,
     repos: RwLock<HashMap<ConversationId, gix::ThreadSafeRepository>>,
-    quarantines: std::sync::Mutex<HashMap<u64, (PathBuf, gix::ThreadSafeRepository)>>,
+    /// Received objects not yet validated, in memory (bounded by the sync layer's bundle
+    /// limits); written to the repository only when promoted.
+    quarantines: std::sync::Mutex<HashMap<u64, HashMap<gix::ObjectId, Object>>>,
     next_quarantine: std::sync::atomic::AtomicU64,
 }
 
@@ -107,15 +134,20 @@ impl GitStorage {
 
     /// The repository of `conv`, or `None` if it is not stored.
     fn repo(&self, conv: &ConversationId) -> Result<Option<gix::Repository>, StorageError> {
+        let path = self.repo_path(conv);
+        if let Some(r) = LOCAL_REPOS.with(|m| m.borrow().get(&path).cloned()) {
+            return Ok(Some(r));
+        }
         if let Some(r) = self
             .repos
             .read()
             .map_err(|_| err("lock poisoned"))?
             .get(conv)
         {
-            return Ok(Some(r.to_thread_local()));
+            let local = r.to_thread_local();
+            remember_local(path, &local);
+            return Ok(Some(local));
         }
-        let path = self.repo_path(conv);
         if !path.join("HEAD").is_file() {
             return Ok(None);
         }
@@ -128,7 +160,19 @@ impl GitStorage {
         Ok(Some(local))
     }
 
-    fn write_objects(repo: &gix::Repository, objects: &[Object]) -> Result<(), StorageError> {
+    /// Writes the objects not stored yet: loose, or as one pack from [`PACK_THRESHOLD`]
+    /// objects. Returns the pack's files (pack, index, keep file), which the caller syncs and
+    /// whose keep file it removes once a ref points at the objects.
+    fn write_objects(
+        repo: &gix::Repository,
+        objects: &[Object],
+    ) -> Result<Option<pack::Written>, StorageError> {
+        if objects.len() >= PACK_THRESHOLD {
+            // No per-object existence check here: each miss makes gix rescan the pack
+            // directory. An object stored twice (loose and packed) is harmless to git.
+            let all: Vec<&Object> = objects.iter().collect();
+            return pack::write(&repo.git_dir().join("objects").join("pack"), &all).map(Some);
+        }
         for obj in objects {
             let id = obj.id();
             if repo.objects.exists(&id) {
@@ -139,7 +183,7 @@ impl GitStorage {
                 return Err(err(format!("object {id} was stored as {written}")));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Writes `objects` and makes them durable: each loose object file, each fan-out
@@ -149,9 +193,12 @@ impl GitStorage {
     fn write_objects_durably(
         repo: &gix::Repository,
         objects: &[Object],
-    ) -> Result<(), StorageError> {
-        Self::write_objects(repo, objects)?;
+    ) -> Result<Option<pack::Written>, StorageError> {
         let objects_dir = repo.git_dir().join("objects");
+        if let Some(pack) = Self::write_objects(repo, objects)? {
+            pack.sync(&objects_dir)?;
+            return Ok(Some(pack));
+        }
         let mut dirs = std::collections::BTreeSet::new();
         for obj in objects {
             let hex = obj.id().to_hex().to_string();
@@ -168,7 +215,7 @@ impl GitStorage {
         if !dirs.is_empty() {
             durable::sync_dir(&objects_dir).map_err(err)?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Moves [`HEAD_REF`] to `new` if it is `expected` (compare-and-swap under Git's ref
@@ -243,7 +290,7 @@ impl GitStorage {
             gix::init_bare(&tmp).map_err(err)?;
             std::fs::write(tmp.join("HEAD"), format!("ref: {HEAD_REF}\n")).map_err(err)?;
             let repo = gix::open_opts(&tmp, Self::open_options()).map_err(err)?;
-            Self::write_objects(&repo, objects)?;
+            let pack = Self::write_objects(&repo, objects)?;
             if !repo.objects.exists(&new.object_id()) {
                 return Err(StorageError::DanglingHead(new));
             }
@@ -253,6 +300,9 @@ impl GitStorage {
                 new,
                 "create conversation",
             )?;
+            if let Some(pack) = pack {
+                pack.release()?;
+            }
             // Everything in the new repository (objects, HEAD, config, ...) reaches the disk
             // before the rename publishes it.
             durable::sync_tree(&tmp).map_err(err)?;
@@ -353,12 +403,15 @@ impl Storage for GitStorage {
                 found,
             });
         }
-        Self::write_objects_durably(&repo, objects)?;
+        let pack = Self::write_objects_durably(&repo, objects)?;
         if !repo.objects.exists(&update.new.object_id()) {
             return Err(StorageError::DanglingHead(update.new));
         }
         if update.new == expected {
             // The head stays; gix would not touch the ref (nor create its lock file).
+            if let Some(pack) = pack {
+                pack.release()?;
+            }
             return Ok(());
         }
         // The compare-and-swap is done again under the ref lock.
@@ -380,6 +433,9 @@ impl Storage for GitStorage {
                 e
             }
         })?;
+        if let Some(pack) = pack {
+            pack.release()?;
+        }
         Ok(())
     }
 
@@ -392,28 +448,24 @@ impl Storage for GitStorage {
         let id = self
             .next_quarantine
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self
-            .root
-            .join(QUARANTINE_DIR)
-            .join(std::process::id().to_string())
-            .join(format!("{conv}-{id}"));
-        if path.exists() {
-            std::fs::remove_dir_all(&path).map_err(err)?;
-        }
-        std::fs::create_dir_all(&path).map_err(err)?;
-        gix::init_bare(&path).map_err(err)?;
-        std::fs::write(path.join("HEAD"), format!("ref: {HEAD_REF}\n")).map_err(err)?;
-        let repo = gix::open_opts(&path, Self::open_options()).map_err(err)?;
         self.quarantines
             .lock()
             .map_err(|_| err("lock poisoned"))?
-            .insert(id, (path, repo.into_sync()));
+            .insert(id, HashMap::new());
         Ok(QuarantineId { conv: *conv, id })
     }
 
     fn quarantine_put(&self, q: &QuarantineId, objects: &[Object]) -> Result<(), StorageError> {
-        let repo = self.quarantine_repo(q)?;
-        Self::write_objects(&repo, objects)
+        let mut all = self.quarantines.lock().map_err(|_| err("lock poisoned"))?;
+        let held = all
+            .get_mut(&q.id)
+            .ok_or_else(|| err("no such quarantine"))?;
+        for o in objects {
+            // Keyed by the hash of the content, computed here: what is read back is what
+            // the key names.
+            held.insert(o.id(), o.clone());
+        }
+        Ok(())
     }
 
     fn quarantine_object(
@@ -421,80 +473,30 @@ impl Storage for GitStorage {
         q: &QuarantineId,
         id: &gix::ObjectId,
     ) -> Result<Option<Object>, StorageError> {
-        let repo = self.quarantine_repo(q)?;
-        let found = repo.try_find_object(*id).map_err(err)?;
-        Ok(found.map(|o| Object {
-            kind: o.kind,
-            data: o.data.clone(),
-        }))
+        let all = self.quarantines.lock().map_err(|_| err("lock poisoned"))?;
+        let held = all.get(&q.id).ok_or_else(|| err("no such quarantine"))?;
+        Ok(held.get(id).cloned())
     }
 
     fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
-        let (path, repo) = self
+        let held = self
             .quarantines
             .lock()
             .map_err(|_| err("lock poisoned"))?
-            .get(&q.id)
-            .map(|(p, r)| (p.clone(), r.clone()))
+            .remove(&q.id)
             .ok_or_else(|| err("no such quarantine"))?;
-        let repo = repo.to_thread_local();
-        if update.expected.is_none() {
-            // A new conversation: the quarantine repository becomes it, by one rename.
-            if self.repo_path(&q.conv).exists() {
-                return Err(StorageError::AlreadyExists(q.conv));
-            }
-            if !repo.objects.exists(&update.new.object_id()) {
-                return Err(StorageError::DanglingHead(update.new));
-            }
-            Self::update_head_durably(&repo, PreviousValue::MustNotExist, update.new, "clone")?;
-            // The quarantine was written without fsyncs (it may be dropped); everything in
-            // it reaches the disk before the rename publishes it, the rename after.
-            durable::sync_tree(&path).map_err(err)?;
-            std::fs::rename(&path, self.repo_path(&q.conv)).map_err(err)?;
-            durable::sync_dir(&self.root).map_err(err)?;
-        } else {
-            // Copy every quarantined object, then move the head (the atomic step).
-            let mut objects = Vec::new();
-            for id in repo.objects.iter().map_err(err)? {
-                let id = id.map_err(err)?;
-                if let Some(o) = repo.try_find_object(id).map_err(err)? {
-                    objects.push(Object {
-                        kind: o.kind,
-                        data: o.data.clone(),
-                    });
-                }
-            }
-            self.write(&q.conv, &objects, update)?;
-            std::fs::remove_dir_all(&path).map_err(err)?;
-        }
+        // A new conversation is created whole (one rename), an existing one gets the objects
+        // then its head moved: the same atomic, durable paths as every write.
+        let objects: Vec<Object> = held.into_values().collect();
+        self.write(&q.conv, &objects, update)
+    }
+
+    fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
         self.quarantines
             .lock()
             .map_err(|_| err("lock poisoned"))?
             .remove(&q.id);
         Ok(())
-    }
-
-    fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
-        if let Some((path, _)) = self
-            .quarantines
-            .lock()
-            .map_err(|_| err("lock poisoned"))?
-            .remove(&q.id)
-        {
-            std::fs::remove_dir_all(&path).map_err(err)?;
-        }
-        Ok(())
-    }
-}
-
-impl GitStorage {
-    fn quarantine_repo(&self, q: &QuarantineId) -> Result<gix::Repository, StorageError> {
-        self.quarantines
-            .lock()
-            .map_err(|_| err("lock poisoned"))?
-            .get(&q.id)
-            .map(|(_, r)| r.to_thread_local())
-            .ok_or_else(|| err("no such quarantine"))
     }
 }
 
@@ -782,6 +784,139 @@ fn holder_alive(content: &str) -> bool {
         _ => true,
     };
     same(recorded_start, now_start) && same(recorded_boot, now_boot)
+}
+
+/// Writing many objects as one pack: an undeltified version-2 pack stream, indexed by gix
+/// (`gix_pack::Bundle::write_to_directory`, which checks every object and the trailer).
+mod pack {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicBool;
+
+    use gix::zlib::stream::deflate::{Compress, FlushCompress};
+    use gix::zlib::{Compression, Status};
+    use gix_pack::bundle::write::Options;
+    use gix_pack::Bundle;
+    use swarm_api::object::Object;
+    use swarm_api::storage::StorageError;
+
+    use super::{durable, err};
+
+    /// The files of a pack just written.
+    pub(crate) struct Written {
+        data: PathBuf,
+        index: PathBuf,
+        keep: Option<PathBuf>,
+    }
+
+    impl Written {
+        /// fsyncs the pack, its index and their directories.
+        pub(crate) fn sync(&self, objects_dir: &Path) -> Result<(), StorageError> {
+            durable::sync_file(&self.data).map_err(err)?;
+            durable::sync_file(&self.index).map_err(err)?;
+            if let Some(dir) = self.data.parent() {
+                durable::sync_dir(dir).map_err(err)?;
+            }
+            durable::sync_dir(objects_dir).map_err(err)
+        }
+
+        /// Removes the `.keep` file once a ref points at the pack's objects.
+        pub(crate) fn release(self) -> Result<(), StorageError> {
+            match self.keep {
+                Some(keep) => match std::fs::remove_file(keep) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(err(e)),
+                },
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn kind_code(kind: gix::object::Kind) -> u8 {
+        match kind {
+            gix::object::Kind::Commit => 1,
+            gix::object::Kind::Tree => 2,
+            gix::object::Kind::Blob => 3,
+            gix::object::Kind::Tag => 4,
+        }
+    }
+
+    /// Appends `data` zlib-compressed (one complete stream) to `out`.
+    fn deflate(c: &mut Compress, data: &[u8], out: &mut Vec<u8>) -> Result<(), StorageError> {
+        c.reset();
+        let mut buf = [0u8; 16 * 1024];
+        let (start_in, start_out) = (c.total_in(), c.total_out());
+        loop {
+            let consumed = (c.total_in() - start_in) as usize;
+            let before = c.total_out();
+            let status = c
+                .compress(&data[consumed..], &mut buf, FlushCompress::Finish)
+                .map_err(err)?;
+            out.extend_from_slice(&buf[..(c.total_out() - before) as usize]);
+            match status {
+                Status::StreamEnd => return Ok(()),
+                Status::Ok | Status::BufError => {}
+            }
+            if c.total_out() - start_out > (data.len() as u64) * 2 + 1024 {
+                return Err(err("zlib produced more than twice its input"));
+            }
+        }
+    }
+
+    /// The pack stream of `objects`, without deltas.
+    fn encode(objects: &[&Object]) -> Result<Vec<u8>, StorageError> {
+        let count = u32::try_from(objects.len()).map_err(|_| err("too many objects for a pack"))?;
+        let mut out = Vec::with_capacity(objects.iter().map(|o| o.data.len() / 2 + 16).sum());
+        out.extend_from_slice(b"PACK");
+        out.extend_from_slice(&2u32.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        let mut c = Compress::new(Compression::BEST_SPEED);
+        for o in objects {
+            // Type and size: 3 bits of type, then the size 4 + 7·n bits, little-endian.
+            let mut size = o.data.len() as u64;
+            let mut byte = (kind_code(o.kind) << 4) | (size & 0x0f) as u8;
+            size >>= 4;
+            while size > 0 {
+                out.push(byte | 0x80);
+                byte = (size & 0x7f) as u8;
+                size >>= 7;
+            }
+            out.push(byte);
+            deflate(&mut c, &o.data, &mut out)?;
+        }
+        let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+        h.update(&out);
+        let trailer = h.try_finalize().map_err(err)?;
+        out.extend_from_slice(trailer.as_bytes());
+        Ok(out)
+    }
+
+    /// Writes `objects` as one pack and its index into `dir` (`objects/pack`).
+    pub(crate) fn write(dir: &Path, objects: &[&Object]) -> Result<Written, StorageError> {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let stream = encode(objects)?;
+        let outcome = Bundle::write_to_directory(
+            &mut stream.as_slice(),
+            Some(dir),
+            &mut gix::progress::Discard,
+            &AtomicBool::new(false),
+            None::<gix::objs::find::Never>,
+            gix::hash::Kind::Sha1,
+            Options {
+                thread_limit: Some(1),
+                ..Options::default()
+            },
+        )
+        .map_err(|e| err(e.to_string()))?;
+        match (outcome.data_path, outcome.index_path) {
+            (Some(data), Some(index)) => Ok(Written {
+                data,
+                index,
+                keep: outcome.keep_path,
+            }),
+            _ => Err(err("the pack was not written to disk")),
+        }
+    }
 }
 
 /// fsync helpers: gix writes files and renames them into place but never fsyncs.

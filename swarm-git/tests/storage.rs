@@ -266,11 +266,7 @@ fn corrupted_object_is_detected_not_trusted() {
         .into_iter()
         .find(|p| *p != loose)
         .unwrap();
-    std::fs::set_permissions(
-        &loose,
-        std::fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o644)),
-    )
-    .unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::copy(&replacement, &loose).unwrap();
     let fresh = GitStorage::open(dir.path()).unwrap();
     let repo = Repo::open(&fresh, conv).unwrap();
@@ -295,4 +291,123 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Many signed messages on top of `head` (not yet stored), and the new head.
+fn messages(
+    id: &Id,
+    repo: &Repo<'_>,
+    head: swarm_api::CommitId,
+    n: usize,
+) -> (Vec<Object>, swarm_api::CommitId) {
+    let tree = repo.commit(&head).unwrap().tree;
+    let mut head = head;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let c = swarm_api::commit::sign_commit(
+            &id.device,
+            "Alice",
+            tree,
+            &[head],
+            &Body::text(format!("message {i}")).to_message(),
+            t(i as i64),
+        )
+        .unwrap();
+        head = swarm_api::CommitId::from_object_id(&c.id()).unwrap();
+        out.push(c);
+    }
+    (out, head)
+}
+
+fn pack_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("objects/pack"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Large writes (a clone, a big fetch) are stored as one pack with its index, which stock
+/// git reads and `git fsck --strict` accepts; small ones stay loose; a clone through the
+/// quarantine becomes a repository in one step.
+#[test]
+fn large_writes_are_one_pack_that_stock_git_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = GitStorage::open(dir.path().join("a")).unwrap();
+    let alice = Id::new("Alice");
+    let conv = create_conversation(&st, &alice.signer(), Mode::InvitesOnly, None, t(0)).unwrap();
+    let repo = Repo::open(&st, conv).unwrap();
+    let path = st.location(&conv).unwrap();
+    assert_eq!(pack_count(&path), 0, "a small write is loose");
+
+    let head = repo.head().unwrap();
+    let n = swarm_git::PACK_THRESHOLD * 3;
+    let (objects, new) = messages(&alice, &repo, head, n);
+    st.write(
+        &conv,
+        &objects,
+        HeadUpdate {
+            expected: Some(head),
+            new,
+        },
+    )
+    .unwrap();
+    assert_eq!(pack_count(&path), 1);
+    assert!(
+        std::fs::read_dir(path.join("objects/pack"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.path().extension().is_none_or(|x| x != "keep")),
+        "no .keep file is left once the head points at the pack"
+    );
+    assert_eq!(st.head(&conv).unwrap(), Some(new));
+    for o in &objects {
+        assert_eq!(st.object(&conv, &o.id()).unwrap().as_ref(), Some(o));
+    }
+    git(&path, &["fsck", "--strict", "--no-dangling"]);
+    assert_eq!(
+        git(&path, &["rev-list", "--count", "HEAD"]).trim(),
+        (n + 1).to_string()
+    );
+    Repo::open(&st, conv)
+        .unwrap()
+        .verify()
+        .expect("the packed history validates");
+
+    // The same history cloned into another storage through a quarantine.
+    let other = GitStorage::open(dir.path().join("b")).unwrap();
+    let q = other.quarantine_open(&conv).unwrap();
+    let mut all = vec![];
+    let src = swarm_api::storage::ConversationObjects { storage: &st, conv };
+    let mut graph = swarm_api::graph::Graph::new();
+    all.extend(swarm_api::sync::bundle(&src, &mut graph, new, &[]).unwrap());
+    for chunk in all.chunks(50) {
+        other.quarantine_put(&q, chunk).unwrap();
+    }
+    assert_eq!(
+        other.conversations().unwrap(),
+        vec![],
+        "nothing visible before promotion"
+    );
+    other
+        .quarantine_promote(
+            q,
+            HeadUpdate {
+                expected: None,
+                new,
+            },
+        )
+        .unwrap();
+    let cloned = other.location(&conv).unwrap();
+    assert_eq!(pack_count(&cloned), 1);
+    git(&cloned, &["fsck", "--strict", "--no-dangling"]);
+    assert_eq!(other.head(&conv).unwrap(), Some(new));
+
+    // A dropped quarantine leaves nothing.
+    let q = other.quarantine_open(&conv).unwrap();
+    other.quarantine_put(&q, &all[..10]).unwrap();
+    other.quarantine_drop(q).unwrap();
+    assert_eq!(other.head(&conv).unwrap(), Some(new));
 }

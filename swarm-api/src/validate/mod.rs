@@ -9,6 +9,7 @@
 //! Each rule is a named check with its own [`Violation`] variant; `VALIDATION.md` in this
 //! crate lists them with their tests.
 
+pub mod keys;
 pub(crate) mod rules;
 pub mod state;
 
@@ -18,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use gix_hash::ObjectId;
 
 use crate::body::{Body, Mode};
-use crate::commit::Commit;
+use crate::commit::{Commit, Scheme};
 use crate::id::{AccountUri, CommitId, ConversationId, DeviceId};
 use crate::identity::ChainError;
 use crate::object::{read_tree, Files, Kind, ObjectError, ObjectSource, TreeLimits};
 use crate::order::display_order;
 use crate::traits::MessageType;
 
+pub use rules::check_vcard;
 pub use state::{MemberRole, State};
 
 /// Size limits; over any of them a branch is refused (git-bomb defence).
@@ -88,6 +90,10 @@ pub enum Violation {
     /// The device certificate does not chain to its account.
     #[error("device certificate chain: {0}")]
     DeviceChain(ChainError),
+    /// A jamid device certificate does not chain to its account, or was not valid at the
+    /// commit's time.
+    #[error("device certificate chain: {0}")]
+    JamiChain(String),
     /// The device is listed in its account's CRL.
     #[error("device {0} is revoked by its account's CRL")]
     DeviceRevoked(DeviceId),
@@ -242,7 +248,7 @@ impl Violation {
             Unsigned | BadSignature(_) => "signature",
             UnknownDevice(_) => "device-known",
             DeviceNotFromMember { .. } => "device-of-member",
-            DeviceChain(_) => "device-chain",
+            DeviceChain(_) | JamiChain(_) => "device-chain",
             DeviceRevoked(_) => "device-not-revoked",
             DeviceBanned(_) => "device-not-banned",
             AccountBanned(_) => "account-not-banned",
@@ -333,9 +339,44 @@ impl Validated {
     }
 }
 
+/// Which rule set an [`Engine`] applies.
+///
+/// [`Profile::Jami`] validates repositories written by jamid 13.7: the [`Scheme::Jami`]
+/// signatures and certificates, and the rules adapted only where jamid's legitimate output
+/// requires it (`VALIDATION.md`, "The jami profile"). Every other rule, including the checks
+/// jamid lacks, stays on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Our format (DESIGN §3, §4).
+    #[default]
+    Native,
+    /// jamid 13.7's format.
+    Jami,
+}
+
+impl Profile {
+    /// The signature scheme of this profile.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            Profile::Native => Scheme::Native,
+            Profile::Jami => Scheme::Jami,
+        }
+    }
+
+    /// The profile for repositories signed with `scheme`.
+    pub fn of(scheme: Scheme) -> Self {
+        match scheme {
+            Scheme::Native => Profile::Native,
+            Scheme::Jami => Profile::Jami,
+        }
+    }
+}
+
 /// The validation engine: the built-in rules plus registered message types.
 pub struct Engine {
     limits: Limits,
+    profile: Profile,
     types: BTreeMap<String, Arc<dyn MessageType>>,
     parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
     /// Device certificate chains already verified (they depend only on their blobs).
@@ -375,6 +416,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("limits", &self.limits)
+            .field("profile", &self.profile)
             .field("types", &self.types.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -387,10 +429,20 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// An engine with the built-in rules and these limits.
+    /// From this many new commits, signatures are verified in parallel (see
+    /// [`Engine::validate_branch`]).
+    const PARALLEL_SIGNATURES: usize = 512;
+
+    /// An engine with the built-in rules of the native profile and these limits.
     pub fn new(limits: Limits) -> Self {
+        Self::with_profile(Profile::Native, limits)
+    }
+
+    /// An engine applying `profile`'s rules with these limits.
+    pub fn with_profile(profile: Profile, limits: Limits) -> Self {
         Self {
             limits,
+            profile,
             types: BTreeMap::new(),
             parsed: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashSet::new()),
@@ -414,6 +466,11 @@ impl Engine {
         if let Ok(mut c) = self.chains.lock() {
             c.insert(key);
         }
+    }
+
+    /// The rule profile.
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// The limits.
@@ -469,16 +526,49 @@ impl Engine {
             }
             new.insert(id, c);
         }
-        // 2. Oldest first.
+        // 2. Oldest first. Native signatures of a large branch are verified together at the
+        // end, on every core; the verdict is the one a commit-by-commit check gives: the
+        // first commit (in this order) whose signature or rule fails.
         let order = display_order(new.values().map(|c| (c.id, c.parents.as_slice())));
+        if order.len() >= Self::PARALLEL_SIGNATURES {
+            ctx.deferred = Some(Vec::new());
+        }
         let mut states: HashMap<CommitId, Arc<State>> = HashMap::new();
-        for id in &order {
+        let mut failure: Option<(usize, Violation)> = None;
+        for (k, id) in order.iter().enumerate() {
             let c = &new[id];
-            let state = ctx.check(c, &mut states).map_err(|violation| Rejection {
-                commit: *id,
+            match ctx.check(c, &mut states) {
+                Ok(state) => {
+                    states.insert(*id, state);
+                }
+                Err(v) => {
+                    failure = Some((k, v));
+                    break;
+                }
+            }
+        }
+        if let Some(jobs) = ctx.deferred.take() {
+            let position: HashMap<CommitId, usize> =
+                order.iter().enumerate().map(|(k, id)| (*id, k)).collect();
+            let first_bad = rules::verify_deferred(&jobs, &new)
+                .into_iter()
+                .filter_map(|(j, v)| {
+                    jobs.get(j)
+                        .and_then(|(id, _)| position.get(id))
+                        .map(|k| (*k, v))
+                })
+                .min_by_key(|(k, _)| *k);
+            if let Some((k, v)) = first_bad {
+                if failure.as_ref().is_none_or(|(f, _)| k <= *f) {
+                    failure = Some((k, v));
+                }
+            }
+        }
+        if let Some((k, violation)) = failure {
+            return Err(Rejection {
+                commit: order[k],
                 violation,
-            })?;
-            states.insert(*id, state);
+            });
         }
         let head_state: BTreeMap<CommitId, Arc<State>> = tips
             .iter()
@@ -507,9 +597,13 @@ impl Engine {
     }
 }
 
-fn mode_of(src: &dyn ObjectSource, conv: &ConversationId) -> Result<Mode, Violation> {
+fn mode_of(
+    src: &dyn ObjectSource,
+    conv: &ConversationId,
+    scheme: Scheme,
+) -> Result<Mode, Violation> {
     let obj = src.expect(&conv.initial_commit().object_id(), Kind::Commit)?;
-    let c = Commit::parse(conv.initial_commit(), &obj.data)
+    let c = Commit::parse_with(conv.initial_commit(), &obj.data, scheme)
         .map_err(|e| Violation::MalformedCommit(e.to_string()))?;
     match Body::parse(&c.message) {
         Ok(Body::Initial(i)) => Ok(i.mode),

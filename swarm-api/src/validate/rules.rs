@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use gix_hash::ObjectId;
 
+use super::keys::{self, AccountKey, DeviceKey};
 use super::state::{MemberRole, Parsed, State};
-use super::{full_state, mode_of, CommitLookup, Engine, Violation};
+use super::{full_state, mode_of, CommitLookup, Engine, Profile, Violation};
 use crate::body::{self, Body, MemberAction, Mode};
 use crate::commit::{Commit, SignatureError};
 use crate::graph::Graph;
 use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
-use crate::identity::{verify_device, AccountCert, ChainError, Crl, DeviceCert};
+use crate::identity::Crl;
 use crate::layout::{self, Kind, Path, VoteDir};
 use crate::merge::merge_files;
 use crate::object::{apply, diff_trees, Delta, Files, Kind as ObjKind, Object, ObjectSource};
@@ -37,14 +38,20 @@ pub(super) struct Ctx<'a> {
     /// file: every message on the same state has the same signer checks, only the
     /// signature differs.
     authorized: HashMap<(usize, DeviceId, bool), (Arc<State>, Authorized)>,
+    /// With `Some`, native signatures are not verified as commits are checked but collected
+    /// here, to be verified together (in parallel) by [`verify_deferred`]: the branch is
+    /// accepted or refused whole, so only the verdict's order matters, and
+    /// [`super::Engine::validate_branch`] keeps it.
+    pub(super) deferred: Option<Vec<(CommitId, ed25519_dalek::VerifyingKey)>>,
 }
 
-/// A device found authorized at a state: who it is and its certificate.
+/// A device found authorized at a state: who it is and its certificates.
 #[derive(Clone)]
 struct Authorized {
     account: AccountUri,
     role: Option<MemberRole>,
-    cert: Arc<DeviceCert>,
+    cert: DeviceKey,
+    account_cert: AccountKey,
 }
 
 /// Who signed a commit.
@@ -64,6 +71,7 @@ impl<'a> Ctx<'a> {
             commits: HashMap::new(),
             graph: Default::default(),
             authorized: HashMap::new(),
+            deferred: None,
         }
     }
 
@@ -71,7 +79,7 @@ impl<'a> Ctx<'a> {
         if let Some(m) = self.mode {
             return Ok(m);
         }
-        let m = mode_of(self.src, &self.conv)?;
+        let m = mode_of(self.src, &self.conv, self.engine.profile.scheme())?;
         self.mode = Some(m);
         Ok(m)
     }
@@ -90,7 +98,8 @@ impl<'a> Ctx<'a> {
             )));
         }
         let c = Arc::new(
-            Commit::parse(*id, &obj.data).map_err(|e| Violation::MalformedCommit(e.to_string()))?,
+            Commit::parse_with(*id, &obj.data, self.engine.profile.scheme())
+                .map_err(|e| Violation::MalformedCommit(e.to_string()))?,
         );
         self.commits.insert(*id, c.clone());
         Ok(c)
@@ -123,20 +132,22 @@ impl<'a> Ctx<'a> {
             path: path.to_owned(),
             reason,
         };
-        let pem = std::str::from_utf8(&data).map_err(|_| bad("not UTF-8".into()))?;
+        let scheme = self.engine.profile.scheme();
         let parsed = match Path::parse(path) {
-            Some(Path::Admin(_)) | Some(Path::Member(_)) => Parsed::Account(Arc::new(
-                AccountCert::from_pem(pem).map_err(|e| bad(e.to_string()))?,
-            )),
-            Some(Path::Banned(Kind::Admins | Kind::Members, _)) => Parsed::Account(Arc::new(
-                AccountCert::from_pem(pem).map_err(|e| bad(e.to_string()))?,
-            )),
-            Some(Path::Device(_)) | Some(Path::Banned(Kind::Devices, _)) => Parsed::Device(
-                Arc::new(DeviceCert::from_pem(pem).map_err(|e| bad(e.to_string()))?),
-            ),
-            Some(Path::Crl(..)) => Parsed::Crl(Arc::new(
-                Crl::from_pem(pem).map_err(|e| bad(e.to_string()))?,
-            )),
+            Some(Path::Admin(_))
+            | Some(Path::Member(_))
+            | Some(Path::Banned(Kind::Admins | Kind::Members, _)) => {
+                Parsed::Account(AccountKey::parse(scheme, &data).map_err(bad)?)
+            }
+            Some(Path::Device(_)) | Some(Path::Banned(Kind::Devices, _)) => {
+                Parsed::Device(DeviceKey::parse(scheme, &data).map_err(bad)?)
+            }
+            Some(Path::Crl(..)) => {
+                let pem = std::str::from_utf8(&data).map_err(|_| bad("not UTF-8".into()))?;
+                Parsed::Crl(Arc::new(
+                    Crl::from_pem(pem).map_err(|e| bad(e.to_string()))?,
+                ))
+            }
             _ => return Err(bad("not a certificate path".into())),
         };
         if let Ok(mut m) = self.engine.parsed.lock() {
@@ -145,7 +156,7 @@ impl<'a> Ctx<'a> {
         Ok(parsed)
     }
 
-    fn account_cert(&self, path: &str, id: &ObjectId) -> Result<Arc<AccountCert>, Violation> {
+    fn account_cert(&self, path: &str, id: &ObjectId) -> Result<AccountKey, Violation> {
         match self.parsed(path, id)? {
             Parsed::Account(a) => Ok(a),
             _ => Err(Violation::MalformedCertificate {
@@ -155,7 +166,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn device_cert(&self, path: &str, id: &ObjectId) -> Result<Arc<DeviceCert>, Violation> {
+    fn device_cert(&self, path: &str, id: &ObjectId) -> Result<DeviceKey, Violation> {
         match self.parsed(path, id)? {
             Parsed::Device(d) => Ok(d),
             _ => Err(Violation::MalformedCertificate {
@@ -264,14 +275,14 @@ impl<'a> Ctx<'a> {
     /// verifies. The device certificate is the parent's, or one this commit adds; the
     /// account certificate is the parent's admin/member one, or (join) the one it adds.
     fn authorize(
-        &self,
+        &mut self,
         c: &Commit,
         parent: &State,
         files: &Files,
         joining: bool,
     ) -> Result<Signer, Violation> {
         let a = self.authorized_device(c, parent, files, joining)?;
-        verify_commit_signature(c, a.cert.public_key())?;
+        self.verify_signed_by(c, &a)?;
         Ok(Signer {
             account: a.account,
             device: c.device,
@@ -296,7 +307,7 @@ impl<'a> Ctx<'a> {
                 a
             }
         };
-        verify_commit_signature(c, a.cert.public_key())?;
+        self.verify_signed_by(c, &a)?;
         Ok(Signer {
             account: a.account,
             device: c.device,
@@ -380,17 +391,14 @@ impl<'a> Ctx<'a> {
             for (path, blob) in &crls {
                 parsed.push(Crl::clone(&*self.crl(path, blob)?));
             }
-            verify_device(&acert, &dcert, &parsed, None).map_err(|e| match e {
-                ChainError::Revoked(d) => Violation::DeviceRevoked(d),
-                ChainError::CrlNotFromAccount(_) => Violation::ForeignCrl(prefix.clone()),
-                e => Violation::DeviceChain(e),
-            })?;
+            keys::verify_chain(&acert, &dcert, &parsed, &prefix)?;
             self.engine.chain_ok(key);
         }
         Ok(Authorized {
             account,
             role: parent.role(&account),
             cert: dcert,
+            account_cert: acert,
         })
     }
 
@@ -504,7 +512,7 @@ impl<'a> Ctx<'a> {
         deltas: &[Delta],
         files: &Files,
     ) -> Result<(), Violation> {
-        let body = Body::parse(&c.message).map_err(|e| Violation::MalformedBody(e.to_string()))?;
+        let body = self.parse_body(c, deltas)?;
         let joining = matches!(&body, Body::Member(m) if m.action == MemberAction::Join);
         let signer = if deltas.is_empty() {
             // `files` is the parent's: the signer checks depend only on the parent state.
@@ -580,6 +588,38 @@ impl<'a> Ctx<'a> {
                 no_files(&body, &rest)
             }
         }
+    }
+
+    /// Rule `body-wellformed`. In the jami profile a `vote` without `"action"` (jamid writes
+    /// `{"type":"vote","uri":…}`) takes its action from the one vote file it adds; any
+    /// other change set is refused by `vote-files` in [`Ctx::check_vote`].
+    fn parse_body(&self, c: &Commit, deltas: &[Delta]) -> Result<Body, Violation> {
+        let err = match Body::parse(&c.message) {
+            Ok(b) => return Ok(b),
+            Err(e) => Violation::MalformedBody(e.to_string()),
+        };
+        if self.engine.profile != Profile::Jami {
+            return Err(err);
+        }
+        let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_str(&c.message) else {
+            return Err(err);
+        };
+        if obj.get("type").and_then(|t| t.as_str()) != Some(body::types::VOTE)
+            || obj.contains_key("action")
+        {
+            return Err(err);
+        }
+        // Without exactly one added vote file there is no action to take: check it as a ban
+        // vote, which `vote-files` then refuses (after the signature, like every rule).
+        let action = match deltas {
+            [d] if d.old.is_none() => match Path::parse(&d.path) {
+                Some(Path::Vote { action, .. }) => action,
+                _ => VoteDir::Ban,
+            },
+            _ => VoteDir::Ban,
+        };
+        obj.insert("action".into(), action.dir().into());
+        Body::from_object(obj).map_err(|e| Violation::MalformedBody(e.to_string()))
     }
 
     /// `devices/<own>.crt` or `CRLs/<own account>/*.crl` newly added, and well-formed.
@@ -820,9 +860,16 @@ impl<'a> Ctx<'a> {
         if 2 * votes <= admins {
             return Err(Violation::VoteNotPassed { votes, admins });
         }
-        let moves = vote_moves(parent, action, kind, &target, &|path, blob| {
-            self.device_account(path, blob)
-        })?;
+        // jamid leaves a banned account's device certificates in `devices/`.
+        let devices_follow = self.engine.profile != Profile::Jami;
+        let moves = vote_moves(
+            parent,
+            action,
+            kind,
+            &target,
+            devices_follow,
+            &|path, blob| self.device_account(path, blob),
+        )?;
         let mut expected: BTreeSet<(String, Option<ObjectId>, Option<ObjectId>)> = BTreeSet::new();
         for (from, to, blob) in moves {
             expected.insert((from, Some(blob), None));
@@ -864,7 +911,7 @@ impl<'a> Ctx<'a> {
             return Err(Violation::ProfileFiles(format!("changed {}", d.path)));
         };
         let data = self.blob(&d.path, &new)?;
-        check_vcard(&data)
+        check_vcard(&data, self.engine.profile == Profile::Jami)
     }
 }
 
@@ -875,6 +922,76 @@ pub(super) struct ChainKey {
     device: ObjectId,
     account: ObjectId,
     crls: Vec<ObjectId>,
+}
+
+impl Ctx<'_> {
+    /// Rule `signature` (and, for jamid chains, the validity period at the commit's time):
+    /// the commit is signed by the authorized device's key, in the profile's scheme. Native
+    /// signatures are deferred when [`Ctx::deferred`] is on.
+    fn verify_signed_by(&mut self, c: &Commit, a: &Authorized) -> Result<(), Violation> {
+        match &a.cert {
+            DeviceKey::Native(d) => match &mut self.deferred {
+                Some(jobs) => {
+                    jobs.push((c.id, *d.public_key()));
+                    Ok(())
+                }
+                None => verify_commit_signature(c, d.public_key()),
+            },
+            DeviceKey::Jami(d) => {
+                keys::verify_jami_signature(c, d)?;
+                keys::check_valid_at(&a.account_cert, &a.cert, c.time)
+            }
+        }
+    }
+}
+
+/// Verifies deferred native signatures, spread over the available cores. Returns the
+/// failing jobs' indices with their violation (what [`verify_commit_signature`] says).
+pub(super) fn verify_deferred(
+    jobs: &[(CommitId, ed25519_dalek::VerifyingKey)],
+    commits: &HashMap<CommitId, Arc<Commit>>,
+) -> Vec<(usize, Violation)> {
+    let check = |range: std::ops::Range<usize>| -> Vec<(usize, Violation)> {
+        let mut bad = Vec::new();
+        for i in range {
+            let (id, key) = &jobs[i];
+            let res = match commits.get(id) {
+                Some(c) => verify_commit_signature(c, key),
+                None => Err(Violation::Objects(format!("commit {id} vanished"))),
+            };
+            if let Err(v) = res {
+                bad.push((i, v));
+            }
+        }
+        bad
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || jobs.len() < 512 {
+        return check(0..jobs.len());
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = t * chunk..((t + 1) * chunk).min(jobs.len());
+                s.spawn(move || check(range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                // A panicking verifier is a bug; count its whole chunk as failed.
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        0,
+                        Violation::BadSignature("signature verifier panicked".into()),
+                    )]
+                })
+            })
+            .collect()
+    })
 }
 
 /// Rule `signature`: [`Commit::verify_signature`] with the device key, without re-decoding
@@ -951,8 +1068,10 @@ fn no_files(body: &Body, rest: &[&Delta]) -> Result<(), Violation> {
 }
 
 /// A minimal vCard check: UTF-8, `BEGIN:VCARD` first, `END:VCARD` last, `VERSION` present,
-/// every content line `NAME[;params]:value`.
-pub fn check_vcard(data: &[u8]) -> Result<(), Violation> {
+/// every content line `NAME[;params]:value`. With `valueless` (the jami profile), a line
+/// `NAME;params` without `:` is a property with no value: jamid writes an empty avatar as
+/// `PHOTO;ENCODING=BASE64` followed by blank lines.
+pub fn check_vcard(data: &[u8], valueless: bool) -> Result<(), Violation> {
     let text =
         std::str::from_utf8(data).map_err(|_| Violation::ProfileVcard("not UTF-8".into()))?;
     let lines: Vec<&str> = text
@@ -975,10 +1094,14 @@ pub fn check_vcard(data: &[u8]) -> Result<(), Violation> {
         if l.starts_with(' ') || l.starts_with('\t') {
             continue; // folded continuation
         }
-        let Some((name, _)) = l.split_once(':') else {
-            return Err(Violation::ProfileVcard(format!(
-                "line without ':' ({l:.40})"
-            )));
+        let name = match l.split_once(':') {
+            Some((name, _)) => name,
+            None if valueless => l,
+            None => {
+                return Err(Violation::ProfileVcard(format!(
+                    "line without ':' ({l:.40})"
+                )))
+            }
         };
         let prop = name.split(';').next().unwrap_or_default();
         if prop.is_empty()
@@ -1052,7 +1175,9 @@ impl CommitLookup for Ctx<'_> {
             return Some(c.clone());
         }
         let obj = self.src.expect(&id.object_id(), ObjKind::Commit).ok()?;
-        Commit::parse(*id, &obj.data).ok().map(Arc::new)
+        Commit::parse_with(*id, &obj.data, self.engine.profile.scheme())
+            .ok()
+            .map(Arc::new)
     }
 
     fn author(&self, id: &CommitId) -> Option<AccountUri> {
@@ -1071,16 +1196,21 @@ impl CommitLookup for Ctx<'_> {
     }
 }
 
+/// Reads the account a device certificate blob (at a path) belongs to.
+pub type DeviceAccount<'a> = dyn Fn(&str, &ObjectId) -> Result<Option<AccountUri>, Violation> + 'a;
+
 /// The file moves a passed vote makes: `(from, to, blob)`. Ban moves the target's file (and,
-/// for an account, its devices' certificates) under `banned/`; unban moves them back;
-/// promote moves `members/<uri>.crt` to `admins/<uri>.crt`. Used by the validator and by
-/// [`crate::ops::apply_vote`], so both always agree.
+/// for an account when `devices_follow`, its devices' certificates) under `banned/`; unban
+/// moves them back; promote moves `members/<uri>.crt` to `admins/<uri>.crt`. Used by the
+/// validator and by [`crate::ops::apply_vote`], so both always agree. (`devices_follow` is
+/// false only in the jami profile: jamid 13.7 leaves the devices in place.)
 pub fn vote_moves(
     state: &State,
     action: VoteDir,
     kind: Kind,
     target: &Target,
-    device_account: &dyn Fn(&str, &ObjectId) -> Result<Option<AccountUri>, Violation>,
+    devices_follow: bool,
+    device_account: &DeviceAccount<'_>,
 ) -> Result<Vec<(String, String, ObjectId)>, Violation> {
     let live = |k: Kind, t: &str| match k {
         Kind::Admins => layout::admin_cert_path(t),
@@ -1094,7 +1224,9 @@ pub fn vote_moves(
         VoteDir::Unban => vec![(layout::banned(kind, &t), live(kind, &t))],
         VoteDir::Promote => vec![(live(Kind::Members, &t), live(Kind::Admins, &t))],
     };
-    if let (Target::Account(a), VoteDir::Ban | VoteDir::Unban) = (target, action) {
+    if let (Target::Account(a), VoteDir::Ban | VoteDir::Unban, true) =
+        (target, action, devices_follow)
+    {
         // The account's devices move with it.
         for (path, blob) in &state.files {
             let dev = match (action, Path::parse(path)) {

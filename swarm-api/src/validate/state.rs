@@ -13,7 +13,7 @@ use gix_hash::ObjectId;
 
 use crate::body::Mode;
 use crate::id::{AccountUri, DeviceId, Target};
-use crate::identity::{AccountCert, Crl, DeviceCert};
+use crate::identity::Crl;
 use crate::layout::{Kind, Path, VoteDir};
 use crate::object::Files;
 
@@ -35,9 +35,9 @@ pub enum MemberRole {
 #[derive(Debug, Clone)]
 pub enum Parsed {
     /// An account certificate.
-    Account(Arc<AccountCert>),
+    Account(super::keys::AccountKey),
     /// A device certificate.
-    Device(Arc<DeviceCert>),
+    Device(super::keys::DeviceKey),
     /// A CRL.
     Crl(Arc<Crl>),
 }

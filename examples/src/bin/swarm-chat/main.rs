@@ -9,6 +9,7 @@ mod control;
 mod home;
 mod info;
 mod peers;
+mod reader;
 mod requests;
 mod serve;
 mod swarm_demo;
@@ -31,7 +32,7 @@ use swarm_api::ops;
 use swarm_api::repo::FileChange;
 use swarm_api::repo::{create_conversation, Repo};
 use swarm_api::storage::Storage;
-use swarm_api::validate::{Engine, State};
+use swarm_api::validate::State;
 use swarm_api::{AccountUri, ConversationId};
 
 #[derive(Parser)]
@@ -71,17 +72,35 @@ enum Command {
         text: String,
     },
     /// Show a conversation's messages in display order.
+    ///
+    /// With `--repo PATH`, reads any conversation repository on disk (ours or one written by
+    /// Jami), without a home: it is validated first, then shown as a client shows it, edits
+    /// applied to their message, reactions attached, replies after the message they answer.
     Log {
-        /// The conversation id.
-        conv: String,
+        /// The conversation id (in this home).
+        #[arg(required_unless_present = "repo")]
+        conv: Option<String>,
+        /// Read this Git repository instead of a conversation of the home.
+        #[arg(long, conflicts_with = "conv")]
+        repo: Option<PathBuf>,
+        /// The repository's format (with --repo).
+        #[arg(long, value_enum, default_value = "auto", requires = "repo")]
+        format: reader::Format,
+        /// Show the repository even if it does not validate (with --repo).
+        #[arg(long, requires = "repo")]
+        no_verify: bool,
         /// Show only the last N entries.
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Validate a whole conversation repository from its initial commit.
+    /// Validate a whole conversation repository from its initial commit (ours, or one
+    /// written by Jami: the format is detected from the initial commit).
     Verify {
         /// Path of the Git repository.
         path: PathBuf,
+        /// The repository's format.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: reader::Format,
     },
     /// Run the demo: identities in a temporary home, a conversation, messages, the log.
     Demo,
@@ -130,13 +149,14 @@ enum PeerCommand {
 
 impl Command {
     /// Whether a running server executes this command (everything that reads or writes
-    /// conversations, invitations or peers; not identity, demo, verify or serve itself).
+    /// the home's conversations, invitations or peers; not identity, demo, verify, a log of
+    /// a repository given by path, or serve itself).
     fn served(&self) -> bool {
         matches!(
             self,
             Command::Conv(_)
                 | Command::Send { .. }
-                | Command::Log { .. }
+                | Command::Log { repo: None, .. }
                 | Command::Peer(_)
                 | Command::Requests
         )
@@ -324,7 +344,9 @@ impl App {
     }
 
     /// Prints `value` as JSON, or `text` otherwise.
+    /// (A closed stdout, as in `swarm-chat log | head`, is not an error.)
     fn out(&self, value: Value, text: impl FnOnce() -> String) {
+        use std::io::Write as _;
         let line = if self.json { value.to_string() } else { text() };
         if line.is_empty() && !self.json {
             return;
@@ -335,7 +357,9 @@ impl App {
                 c.push_str(&line);
                 c.push('\n');
             }
-            None => println!("{line}"),
+            None => {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
         }
     }
 
@@ -442,7 +466,15 @@ impl App {
                 let commit = append(&repo, &id, &Body::text(text), &[])?;
                 self.out(json!({"commit": commit}), || commit.to_string());
             }
-            Command::Log { conv, limit } => {
+            Command::Log {
+                repo: Some(path),
+                format,
+                no_verify,
+                limit,
+                ..
+            } => self.log_repo(&path, format, no_verify, limit)?,
+            Command::Log { conv, limit, .. } => {
+                let conv = conv.ok_or_else(|| anyhow!("a conversation id or --repo is needed"))?;
                 let storage = self.storage()?;
                 let repo = self.repo(storage.as_ref(), &conv)?;
                 let entries = log_entries(&repo, limit)?;
@@ -569,35 +601,17 @@ impl App {
                     Ok(ops::profile(title.as_deref(), description.as_deref()))
                 })?;
             }
-            Command::Verify { path } => {
-                let reader = swarm_git::GitRepoReader::open(&path).with_context(|| {
-                    format!("cannot open a Git repository at {}", path.display())
-                })?;
-                let head = reader.head()?;
-                let root = reader.root(10_000_000)?;
-                let engine = Engine::default();
-                match engine.verify(ConversationId(root), &reader, head) {
-                    Ok(v) => {
-                        let n = v.commits().len();
+            Command::Verify { path, format } => {
+                let opened = reader::open(&path, format)?;
+                let (conv, format) = (opened.conv, opened.scheme.name());
+                match opened.verify() {
+                    Ok(n) => {
                         self.out(
-                            json!({"ok": true, "commits": n, "conversation": root}),
-                            || format!("ok {n} commits"),
+                            json!({"ok": true, "commits": n, "conversation": conv, "format": format}),
+                            || format!("ok {n} commits ({format})"),
                         );
                     }
-                    Err(r) => {
-                        if self.json {
-                            println!(
-                                "{}",
-                                json!({"ok": false, "commit": r.commit, "rule": r.violation.rule(), "reason": r.violation.to_string()})
-                            );
-                        }
-                        return Err(anyhow!(
-                            "commit {} refused by rule {}: {}",
-                            r.commit,
-                            r.violation.rule(),
-                            r.violation
-                        ));
-                    }
+                    Err(r) => return Err(self.refused(&r, format)),
                 }
             }
             Command::Demo => demo(self.json, self.backend)?,
@@ -608,7 +622,8 @@ impl App {
 
 /// Appends a commit; when a fetch moved the head meanwhile (a running server integrates
 /// peers' commits while commands run), the commit is rebuilt on the new head and validated
-/// again.
+/// again. The race shows as either error: the head moved between drafting and checking
+/// (`NotFastForward`) or between checking and the compare-and-swap write (`HeadMoved`).
 fn append(
     repo: &Repo<'_>,
     id: &home::Identity,
@@ -618,11 +633,78 @@ fn append(
     let mut tries = 0;
     loop {
         match repo.append(&id.signer(), body, changes, now_secs()) {
-            Err(swarm_api::repo::RepoError::Storage(
-                swarm_api::storage::StorageError::HeadMoved { .. },
-            )) if tries < 8 => tries += 1,
+            Err(
+                swarm_api::repo::RepoError::NotFastForward(_)
+                | swarm_api::repo::RepoError::Storage(swarm_api::storage::StorageError::HeadMoved {
+                    ..
+                }),
+            ) if tries < 8 => tries += 1,
             r => return Ok(r?),
         }
+    }
+}
+
+impl App {
+    /// A refused history: the JSON verdict on stdout (with `--json`), the error to return.
+    fn refused(&self, r: &swarm_api::validate::Rejection, format: &str) -> anyhow::Error {
+        if self.json {
+            println!(
+                "{}",
+                json!({"ok": false, "format": format, "commit": r.commit,
+                       "rule": r.violation.rule(), "reason": r.violation.to_string()})
+            );
+        }
+        anyhow!(
+            "commit {} refused by rule {}: {}",
+            r.commit,
+            r.violation.rule(),
+            r.violation
+        )
+    }
+
+    /// `log --repo PATH`: any repository, validated, as a client shows it.
+    fn log_repo(
+        &self,
+        path: &std::path::Path,
+        format: reader::Format,
+        no_verify: bool,
+        limit: Option<usize>,
+    ) -> Result<()> {
+        let opened = reader::open(path, format)?;
+        let scheme = opened.scheme.name();
+        let verified = match opened.verify() {
+            Ok(_) => true,
+            Err(r) if no_verify => {
+                eprintln!(
+                    "swarm-chat: warning: not valid (commit {} refused by rule {}: {}); shown anyway",
+                    r.commit,
+                    r.violation.rule(),
+                    r.violation
+                );
+                false
+            }
+            Err(r) => {
+                return Err(self
+                    .refused(&r, scheme)
+                    .context("use --no-verify to show it anyway"))
+            }
+        };
+        let mut entries = opened.transcript()?;
+        if let Some(n) = limit {
+            entries.drain(..entries.len().saturating_sub(n));
+        }
+        self.out(
+            json!({"conversation": opened.conv, "format": scheme, "verified": verified,
+                   "messages": entries}),
+            || {
+                entries
+                    .iter()
+                    .map(reader::entry_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        );
+        Ok(())
     }
 }
 
