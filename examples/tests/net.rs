@@ -521,8 +521,14 @@ fn four_serve_processes_partitioned_chat_on_both_sides_then_converge() {
     send(&people[0].home, &conv, "while Dave is away");
     send(&people[2].home, &conv, "Carol while Dave is away");
     assert!(
-        bodies(&people[3].home, &conv).len() >= all.len(),
-        "a stopped server's home is read directly"
+        people[3].home.join("control.sock").exists(),
+        "the killed server left its socket file behind"
+    );
+    let seen = bodies(&people[3].home, &conv);
+    assert!(
+        all.iter().all(|b| seen.iter().any(|s| s == b))
+            && !seen.iter().any(|s| s == "while Dave is away"),
+        "Dave's home is read directly, as he left it: {seen:?}"
     );
     wait_converged(
         &homes[..3],
