@@ -242,10 +242,6 @@ async fn serve(app: &App, options: Options) -> Result<()> {
     }
 }
 
-fn now_secs() -> i64 {
-    crate::now_secs()
-}
-
 fn failed(e: anyhow::Error) -> ControlError {
     ControlError::Failed(crate::one_line(&e))
 }
@@ -479,7 +475,7 @@ impl Server {
                 id: conv,
                 from: from.account,
                 device: from.device,
-                received: now_secs(),
+                received: crate::now_secs(),
                 title: cut(inv.title),
                 mode: cut(inv.mode),
             };
@@ -540,7 +536,7 @@ impl Server {
                     Target::Device(peer.device),
                     addr,
                     Source::Learned,
-                    now_secs(),
+                    crate::now_secs(),
                 )
             });
             if let Err(e) = learned {
