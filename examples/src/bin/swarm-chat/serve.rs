@@ -141,10 +141,37 @@ impl Transport for Gate {
 }
 
 #[derive(Clone, Copy)]
+/// The dialling state of one address: exponential backoff between failed attempts.
 struct Dial {
     next: Instant,
     delay: Duration,
     busy: bool,
+}
+
+impl Dial {
+    fn new(now: Instant) -> Self {
+        Dial {
+            next: now,
+            delay: DIAL_BACKOFF.0,
+            busy: false,
+        }
+    }
+
+    /// Starts an attempt if none runs and the backoff has passed.
+    fn start(&mut self, now: Instant) -> bool {
+        if self.busy || now < self.next {
+            return false;
+        }
+        self.busy = true;
+        true
+    }
+
+    /// The attempt failed: wait the current delay, then twice as long next time (capped).
+    fn failed(&mut self, now: Instant) {
+        self.next = now + self.delay;
+        self.delay = (self.delay * 2).min(DIAL_BACKOFF.1);
+        self.busy = false;
+    }
 }
 
 struct Server {
@@ -614,15 +641,13 @@ impl Server {
             }
             {
                 let mut dials = lock(&self.dials);
-                let d = dials.entry(addr).or_insert(Dial {
-                    next: now,
-                    delay: DIAL_BACKOFF.0,
-                    busy: false,
-                });
-                if d.busy || now < d.next {
+                if !dials
+                    .entry(addr)
+                    .or_insert_with(|| Dial::new(now))
+                    .start(now)
+                {
                     continue;
                 }
-                d.busy = true;
             }
             let server = self.clone();
             tokio::spawn(async move {
@@ -638,9 +663,7 @@ impl Server {
                     Ok(Err(_)) | Err(_) => {
                         if let Some(d) = dials.get_mut(&addr) {
                             tracing::debug!(target: LOG, %addr, retry_in = ?d.delay, "unreachable");
-                            d.next = Instant::now() + d.delay;
-                            d.delay = (d.delay * 2).min(DIAL_BACKOFF.1);
-                            d.busy = false;
+                            d.failed(Instant::now());
                         }
                     }
                 }
@@ -678,5 +701,32 @@ impl After {
             }
             _ => After::Nothing,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialling_backs_off_exponentially_up_to_the_cap_one_attempt_at_a_time() {
+        let t0 = Instant::now();
+        let mut d = Dial::new(t0);
+        assert!(d.start(t0), "the first attempt is at once");
+        assert!(!d.start(t0), "one attempt at a time");
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            d.failed(now);
+            assert!(!d.start(now), "not before the backoff has passed");
+            waits.push(d.next - now);
+            now = d.next;
+            assert!(d.start(now));
+        }
+        assert_eq!(waits[0], DIAL_BACKOFF.0);
+        assert_eq!(waits[1], DIAL_BACKOFF.0 * 2);
+        assert_eq!(waits[2], DIAL_BACKOFF.0 * 4);
+        assert_eq!(*waits.last().expect("waits"), DIAL_BACKOFF.1, "capped");
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
     }
 }
