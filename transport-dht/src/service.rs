@@ -171,6 +171,11 @@ impl Dht {
         Ok(dht)
     }
 
+    /// How it was configured.
+    pub fn config(&self) -> &DhtConfig {
+        &self.shared.config
+    }
+
     /// The runner (for its node id and port).
     pub fn runner(&self) -> &Runner {
         &self.runner
