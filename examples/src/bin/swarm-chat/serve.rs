@@ -264,6 +264,11 @@ async fn serve(app: &App, options: Options) -> Result<()> {
         quic.add_peer(destination(e.who), e.addr);
     }
     let dht = match options.dht {
+        // Without bootstrap nodes the DHT is optional: a runner that cannot start (no UDP
+        // socket for it) only costs discovery, so the server runs on.
+        Some(o) if o.bootstrap.is_empty() => crate::dht::start(&me, listen, o)
+            .inspect_err(|e| tracing::warn!(target: LOG, error = %crate::one_line(e), "no DHT"))
+            .ok(),
         Some(o) => Some(crate::dht::start(&me, listen, o)?),
         None => None,
     };
