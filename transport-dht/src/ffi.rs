@@ -22,7 +22,7 @@
 //! functions used here have the same signatures in 2.4, and `dht_runner_config` (whose
 //! layout differs) is never used: runners start with `dht_runner_run`, OpenDHT's defaults.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::{c_void, CString};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -130,10 +130,10 @@ struct Context {
 
 /// Contexts handed to C and not yet taken back, by address.
 #[derive(Default)]
-struct Table(Mutex<HashMap<usize, ()>>);
+struct Table(Mutex<HashSet<usize>>);
 
 impl Table {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ()>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<usize>> {
         // A poisoned lock only means another thread panicked while holding it; the map is
         // still consistent (insert/remove are atomic with respect to it).
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -146,13 +146,13 @@ impl Table {
             table: self.clone(),
         }));
         CONTEXTS.fetch_add(1, Ordering::SeqCst);
-        self.lock().insert(raw as usize, ());
+        self.lock().insert(raw as usize);
         raw.cast()
     }
 
     /// Takes a context back from C; `None` if it was already taken.
     fn take(&self, raw: *mut c_void) -> Option<Box<Context>> {
-        if self.lock().remove(&(raw as usize)).is_none() {
+        if !self.lock().remove(&(raw as usize)) {
             return None;
         }
         CONTEXTS.fetch_sub(1, Ordering::SeqCst);
@@ -164,7 +164,7 @@ impl Table {
 
     /// Frees every context left (only once no callback can run any more).
     fn drain(&self) {
-        let left: Vec<usize> = self.lock().keys().copied().collect();
+        let left: Vec<usize> = self.lock().iter().copied().collect();
         for raw in left {
             drop(self.take(raw as *mut c_void));
         }

@@ -14,7 +14,9 @@
 //!   with the signal role.
 //! - [`testnet`]: real `dhtnode` processes on 127.0.0.1 for tests and benchmarks.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod record;
 pub mod seal;
