@@ -6,6 +6,7 @@
 //! stderr and a non-zero exit status.
 
 mod control;
+mod dht;
 mod home;
 mod info;
 mod peers;
@@ -116,12 +117,31 @@ enum Command {
         /// Seconds before a connection attempt is given up.
         #[arg(long, default_value_t = 10)]
         connect_timeout: u64,
+        /// An OpenDHT node to bootstrap from, HOST:PORT (repeatable). With the DHT, devices
+        /// are found by device id / account URI and signals reach devices not connected.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
+        /// UDP port of this node's DHT runner (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        dht_port: u16,
+        /// Do not run the DHT (addresses only from `peer add`, `--peer` and connections).
+        #[arg(long, conflicts_with = "dht_bootstrap")]
+        no_dht: bool,
     },
+    /// The DHT of the running server.
+    #[command(subcommand)]
+    Dht(DhtCommand),
     /// Peers' addresses remembered in the home.
     #[command(subcommand)]
     Peer(PeerCommand),
     /// List received invitations (id, from, received, title).
     Requests,
+}
+
+#[derive(Subcommand)]
+enum DhtCommand {
+    /// The DHT node id, bootstrap nodes (answering or not) and the published addresses.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +179,7 @@ impl Command {
                 | Command::Log { repo: None, .. }
                 | Command::Peer(_)
                 | Command::Requests
+                | Command::Dht(_)
         )
     }
 }
@@ -574,14 +595,26 @@ impl App {
                 listen,
                 peer,
                 connect_timeout,
+                dht_bootstrap,
+                dht_port,
+                no_dht,
             } => serve::run(
                 self,
                 serve::Options {
                     listen,
                     peers: peer,
                     connect_timeout: std::time::Duration::from_secs(connect_timeout.max(1)),
+                    dht: (!no_dht).then_some(dht::DhtOptions {
+                        bootstrap: dht_bootstrap,
+                        port: dht_port,
+                    }),
                 },
             )?,
+            Command::Dht(DhtCommand::Status) => {
+                return Err(anyhow!(
+                    "the DHT runs inside `swarm-chat serve`: start it for this home first"
+                ))
+            }
             Command::Conv(ConvCommand::Leave { conv }) => {
                 self.commit_op(&conv, |repo, id, _| {
                     Ok(ops::leave(repo, &repo.head()?, id.account.uri())?)

@@ -36,6 +36,7 @@ use swarm_api::validate::{Engine, MemberRole};
 use swarm_api::ConversationId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use transport_dht::Dht;
 use transport_quic::{QuicConfig, QuicTransport};
 
 use crate::control::{self, ControlError, Request, Response};
@@ -64,6 +65,8 @@ pub struct Options {
     pub peers: Vec<SocketAddr>,
     /// Connection attempts are given up after this long.
     pub connect_timeout: Duration,
+    /// The DHT (`None`: `--no-dht`).
+    pub dht: Option<crate::dht::DhtOptions>,
 }
 
 /// Runs the server until the process is killed.
@@ -76,9 +79,11 @@ pub fn run(app: &App, options: Options) -> Result<()> {
     runtime.block_on(serve(app, options))
 }
 
-/// The transport the node sees: QUIC minus refused devices, with invitations taken out.
+/// The transport the node sees: QUIC (devices located through the DHT when needed) and the
+/// DHT's signals, minus refused devices, with invitations taken out.
 struct Gate {
     quic: QuicTransport,
+    dht: Option<Dht>,
     blocked: Mutex<HashSet<DeviceId>>,
     invites: mpsc::UnboundedSender<(Peer, Signal)>,
 }
@@ -86,6 +91,14 @@ struct Gate {
 impl Gate {
     fn is_blocked(&self, device: &DeviceId) -> bool {
         lock(&self.blocked).contains(device)
+    }
+
+    /// The DHT, when it has a network to ask (a node without bootstrap nodes does not wait on
+    /// lookups that cannot succeed).
+    fn dht_network(&self) -> Option<&Dht> {
+        self.dht
+            .as_ref()
+            .filter(|d| !d.config().bootstrap.is_empty())
     }
 }
 
@@ -102,7 +115,18 @@ impl Transport for Gate {
         if self.is_blocked(&device) {
             return Box::pin(async move { Err(TransportError::Unreachable(device)) });
         }
-        self.quic.open_channel(device, name)
+        Box::pin(async move {
+            let first = self.quic.open_channel(device, name).await;
+            match (self.dht_network(), first) {
+                (Some(dht), Err(TransportError::Unreachable(_) | TransportError::Other(_))) => {
+                    if !crate::dht::locate(dht, &self.quic, device).await {
+                        return Err(TransportError::Unreachable(device));
+                    }
+                    self.quic.open_channel(device, name).await
+                }
+                (_, result) => result,
+            }
+        })
     }
 
     fn send_signal<'a>(
@@ -115,13 +139,34 @@ impl Transport for Gate {
                 return Box::pin(async move { Err(TransportError::Unreachable(d)) });
             }
         }
-        self.quic.send_signal(to, signal)
+        Box::pin(async move {
+            let Some(dht) = self.dht_network() else {
+                return self.quic.send_signal(to, signal).await;
+            };
+            // Invitations always also go through the DHT (other devices of the account may
+            // not be connected); other signals only when QUIC cannot deliver them.
+            let invite = signal.kind == INVITE;
+            let quic = self.quic.send_signal(to, signal.clone()).await;
+            if quic.is_ok() && !invite {
+                return quic;
+            }
+            match (dht.send_signal(to, signal).await, quic) {
+                (Ok(()), _) | (_, Ok(())) => Ok(()),
+                (Err(e), Err(_)) => Err(e),
+            }
+        })
     }
 
     fn next_incoming(&self) -> BoxFuture<'_, Option<Incoming>> {
         Box::pin(async move {
             loop {
-                let incoming = self.quic.next_incoming().await?;
+                let incoming = match &self.dht {
+                    None => self.quic.next_incoming().await?,
+                    Some(dht) => tokio::select! {
+                        i = self.quic.next_incoming() => i?,
+                        Some(i) = dht.next_incoming() => i,
+                    },
+                };
                 let from = match &incoming {
                     Incoming::Channel { from, .. } | Incoming::Signal { from, .. } => *from,
                 };
@@ -218,9 +263,19 @@ async fn serve(app: &App, options: Options) -> Result<()> {
     for e in &book.peers {
         quic.add_peer(destination(e.who), e.addr);
     }
+    let dht = match options.dht {
+        // Without bootstrap nodes the DHT is optional: a runner that cannot start (no UDP
+        // socket for it) only costs discovery, so the server runs on.
+        Some(o) if o.bootstrap.is_empty() => crate::dht::start(&me, listen, o)
+            .inspect_err(|e| tracing::warn!(target: LOG, error = %crate::one_line(e), "no DHT"))
+            .ok(),
+        Some(o) => Some(crate::dht::start(&me, listen, o)?),
+        None => None,
+    };
     let (invites, invites_rx) = mpsc::unbounded_channel();
     let gate = Arc::new(Gate {
         quic: quic.clone(),
+        dht,
         blocked: Mutex::new(book.blocked.iter().copied().collect()),
         invites,
     });
@@ -313,6 +368,15 @@ impl Server {
         }
         let mut notes = Vec::new();
         match &mut command {
+            Command::Dht(crate::DhtCommand::Status) => {
+                let v = crate::dht::status_json(self.gate.dht.as_ref()).await;
+                let text = if json {
+                    v.to_string() + "\n"
+                } else {
+                    crate::dht::status_text(&v)
+                };
+                return Ok((text, notes));
+            }
             Command::Conv(ConvCommand::Info { conv }) => {
                 let conv = crate::parse_conv(conv).map_err(failed)?;
                 if lock(&self.syncing).contains(&conv) {
