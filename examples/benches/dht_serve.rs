@@ -7,10 +7,12 @@
 //! `cargo bench -p swarm-examples --bench dht_serve` runs 10 samples and prints p50 / p95;
 //! under `cargo test` (no `--bench`) one sample on 3 nodes, as a smoke test.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+#[path = "../tests/support/dht_serve.rs"]
+mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -44,24 +46,8 @@ impl Drop for Serve {
 
 /// Spawns `serve`; returns it and the device id it prints.
 fn serve(home: &Path, boot: &[SocketAddr]) -> (Serve, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-chat"));
-    cmd.env_remove("SWARM_HOME")
-        .arg("--home")
-        .arg(home)
-        .args(["--json", "serve", "--listen", "127.0.0.1:0"]);
-    for b in boot {
-        cmd.args(["--dht-bootstrap", &b.to_string()]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    BufReader::new(stdout).read_line(&mut line).expect("line");
-    let v: Value = serde_json::from_str(&line).expect("serve's JSON line");
+    let mut child = support::spawn_serve(home, boot, Stdio::null());
+    let v = support::first_line(&mut child, DEADLINE);
     (Serve(child), v["device"].as_str().expect("device").to_owned())
 }
 
