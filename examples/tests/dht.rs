@@ -5,10 +5,12 @@
 //!
 //! Every wait is on a condition with a deadline; processes are killed by guards on drop.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+#[path = "support/dht_serve.rs"]
+mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -67,31 +69,8 @@ impl Server {
             .append(true)
             .open(home.join("serve.log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-chat"));
-        cmd.env_remove("SWARM_HOME")
-            .arg("--home")
-            .arg(home)
-            .args(["--json", "serve", "--listen", "127.0.0.1:0"]);
-        for b in dht {
-            cmd.args(["--dht-bootstrap", &b.to_string()]);
-        }
-        let mut child = cmd
-            .env("SWARM_LOG", "info,swarm_api=debug,transport_dht=debug,swarm_chat=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(DEADLINE).unwrap_or_default();
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?} ({e})"));
+        let mut child = support::spawn_serve(home, dht, Stdio::from(log));
+        let v = support::first_line(&mut child, DEADLINE);
         Server {
             child,
             home: home.to_path_buf(),
