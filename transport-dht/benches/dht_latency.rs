@@ -66,10 +66,17 @@ async fn run(nodes: usize, samples: usize) {
         let bob = Dht::start(b.clone(), config(i + 1)).expect("bob");
         bob.publish(vec!["127.0.0.1:4433".parse().expect("addr")]);
         loop {
-            if !alice.resolve_all(Destination::Device(b.device_cert.id())).await.is_empty() {
+            if !alice
+                .resolve_all(Destination::Device(b.device_cert.id()))
+                .await
+                .is_empty()
+            {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "never resolvable");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never resolvable"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         resolvable.push(start.elapsed());
@@ -79,7 +86,10 @@ async fn run(nodes: usize, samples: usize) {
             kind: "application/invite+json".into(),
             payload: format!(r#"{{"conversation":"{i}"}}"#).into_bytes(),
         };
-        alice.send(Destination::Account(b.account.uri()), invite.clone()).await.expect("send");
+        alice
+            .send(Destination::Account(b.account.uri()), invite.clone())
+            .await
+            .expect("send");
         match tokio::time::timeout(Duration::from_secs(60), bob.next_incoming()).await {
             Ok(Some(Incoming::Signal { signal, .. })) => assert_eq!(signal, invite),
             _ => panic!("the invitation never arrived"),

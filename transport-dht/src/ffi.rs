@@ -281,7 +281,9 @@ pub struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("node_id", &self.node_id()).finish()
+        f.debug_struct("Runner")
+            .field("node_id", &self.node_id())
+            .finish()
     }
 }
 
@@ -344,7 +346,9 @@ impl Runner {
         unsafe {
             sys::dht_runner_ping(
                 self.inner.ptr,
-                (&storage as *const libc::sockaddr_storage).cast_mut().cast(),
+                (&storage as *const libc::sockaddr_storage)
+                    .cast_mut()
+                    .cast(),
                 len,
                 Some(on_done),
                 user,
@@ -381,9 +385,7 @@ impl Runner {
         let user = self.inner.table.register(Ctx::Get(tx));
         // SAFETY: the runner is live; `hash` outlives the call; `user` is a registered
         // context that `on_get` borrows and `on_done` (the last callback) frees.
-        unsafe {
-            sys::dht_runner_get(self.inner.ptr, &hash, Some(on_get), Some(on_done), user)
-        };
+        unsafe { sys::dht_runner_get(self.inner.ptr, &hash, Some(on_get), Some(on_done), user) };
         rx
     }
 
@@ -484,9 +486,7 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin_zero: [0; 8],
             };
             // SAFETY: `sockaddr_storage` is larger than and aligned for `sockaddr_in`.
-            unsafe {
-                std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
-            };
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
             std::mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
@@ -500,9 +500,7 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: `sockaddr_storage` is larger than and aligned for `sockaddr_in6`.
-            unsafe {
-                std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
-            };
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
             std::mem::size_of::<libc::sockaddr_in6>()
         }
     };

@@ -169,7 +169,11 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
     fn len16(&mut self) -> Result<&'a [u8], SealError> {
-        let n = u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| SealError::Malformed("len"))?);
+        let n = u16::from_be_bytes(
+            self.take(2)?
+                .try_into()
+                .map_err(|_| SealError::Malformed("len"))?,
+        );
         self.take(n as usize)
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], SealError> {
@@ -187,7 +191,9 @@ pub fn open(me: &Identity, sealed: &[u8], now: u64) -> Result<Opened, SealError>
     if to != mine {
         return Err(SealError::NotForMe);
     }
-    let enc_bytes = sealed.get(36..68).ok_or(SealError::Malformed("truncated"))?;
+    let enc_bytes = sealed
+        .get(36..68)
+        .ok_or(SealError::Malformed("truncated"))?;
     let ct = &sealed[68..];
     let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc_bytes)
         .map_err(|e| SealError::Decrypt(format!("{e:?}")))?;
@@ -230,7 +236,9 @@ pub fn open(me: &Identity, sealed: &[u8], now: u64) -> Result<Opened, SealError>
     let mut signed = DOMAIN.to_vec();
     signed.extend(mine.as_bytes());
     signed.extend(body);
-    let sig: [u8; 64] = sig.try_into().map_err(|_| SealError::Malformed("signature"))?;
+    let sig: [u8; 64] = sig
+        .try_into()
+        .map_err(|_| SealError::Malformed("signature"))?;
     device_cert
         .public_key()
         .verify(&signed, &Signature::from_bytes(&sig))

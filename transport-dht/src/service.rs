@@ -272,7 +272,17 @@ impl Dht {
     /// known) and puts it under `to`'s signal key. Returns how many devices it was sealed to.
     pub async fn send(&self, to: Destination, signal: Signal) -> Result<usize, DhtError> {
         let mut targets = self.shared.known(to);
-        if targets.is_empty() {
+        // A device that just started may not be resolvable yet (its first record is put
+        // about a second after start): look it up a few times, backing off, before giving up.
+        let mut pause = std::time::Duration::from_millis(250);
+        for attempt in 0..5 {
+            if !targets.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
             self.resolve_all(to).await;
             targets = self.shared.known(to);
         }
@@ -348,13 +358,11 @@ impl Dht {
         for b in &self.shared.config.bootstrap {
             let addr = b.to_socket_addrs().ok().and_then(|mut a| a.next());
             let ok = match addr {
-                Some(addr) => {
-                    tokio::time::timeout(Duration::from_secs(2), self.runner.ping(addr))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or(false)
-                }
+                Some(addr) => tokio::time::timeout(Duration::from_secs(2), self.runner.ping(addr))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(false),
                 None => false,
             };
             bootstrap.push((b.clone(), ok));

@@ -20,21 +20,27 @@ async fn get_all(runner: &Runner, key: InfoHash) -> (Vec<Vec<u8>>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_bootstrapped_to_dhtnodes_put_get_listen_and_cancel() {
-    let Some(net) = common::testnet(3).await else { return };
+    let Some(net) = common::testnet(3).await else {
+        return;
+    };
     let a = Runner::start(0).expect("runner a");
     let b = Runner::start(0).expect("runner b");
     assert!(a.is_running() && b.is_running());
     assert_ne!(a.port(), 0, "bound to a real port");
     for r in [&a, &b] {
         let addr = net.addrs()[0];
-        r.bootstrap(&addr.ip().to_string(), addr.port()).expect("bootstrap");
+        r.bootstrap(&addr.ip().to_string(), addr.port())
+            .expect("bootstrap");
     }
     let key = InfoHash::of(b"ffi test key");
     let mut listen = a.listen(key);
 
     let put = b.put(key, b"hello dht");
     assert!(
-        tokio::time::timeout(Duration::from_secs(10), put).await.expect("put finishes").expect("put answers"),
+        tokio::time::timeout(Duration::from_secs(10), put)
+            .await
+            .expect("put finishes")
+            .expect("put answers"),
         "the put reached the DHT"
     );
     let (seen, expired) = tokio::time::timeout(Duration::from_secs(10), listen.next())
@@ -43,10 +49,14 @@ async fn runners_bootstrapped_to_dhtnodes_put_get_listen_and_cancel() {
         .expect("the listen is live");
     assert_eq!((seen.as_slice(), expired), (&b"hello dht"[..], false));
 
-    let got = common::eventually(Duration::from_secs(10), "a get finding the value", || async {
-        let (values, _) = get_all(&a, key).await;
-        values.contains(&b"hello dht".to_vec()).then_some(values)
-    })
+    let got = common::eventually(
+        Duration::from_secs(10),
+        "a get finding the value",
+        || async {
+            let (values, _) = get_all(&a, key).await;
+            values.contains(&b"hello dht".to_vec()).then_some(values)
+        },
+    )
     .await;
     assert_eq!(got, vec![b"hello dht".to_vec()]);
 
@@ -68,22 +78,38 @@ async fn runners_bootstrapped_to_dhtnodes_put_get_listen_and_cancel() {
     // A 64 000-byte value (the largest vCard of a trust request, sealed) goes through whole.
     let big: Vec<u8> = (0..65_200u32).map(|i| (i % 251) as u8).collect();
     let big_key = InfoHash::of(b"big value");
-    assert!(b.put(big_key, &big).await.expect("put answers"), "a 65 200-byte put is accepted");
+    assert!(
+        b.put(big_key, &big).await.expect("put answers"),
+        "a 65 200-byte put is accepted"
+    );
     let (values, _) = get_all(&a, big_key).await;
     assert_eq!(values, vec![big]);
 
-    assert!(tokio::time::timeout(Duration::from_secs(5), a.shutdown()).await.is_ok(), "shutdown completes");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), a.shutdown())
+            .await
+            .is_ok(),
+        "shutdown completes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_pings_a_dhtnode_and_not_a_dead_port() {
-    let Some(net) = common::testnet(1).await else { return };
+    let Some(net) = common::testnet(1).await else {
+        return;
+    };
     let r = Runner::start(0).expect("runner");
-    assert!(r.ping(net.addrs()[0]).await.expect("answer"), "a live dhtnode answers");
+    assert!(
+        r.ping(net.addrs()[0]).await.expect("answer"),
+        "a live dhtnode answers"
+    );
     let dead = transport_dht::testnet::free_udp_port().expect("port");
-    let answered = tokio::time::timeout(Duration::from_secs(30), r.ping(([127, 0, 0, 1], dead).into()))
-        .await
-        .expect("a ping to nobody ends")
-        .expect("answer");
+    let answered = tokio::time::timeout(
+        Duration::from_secs(30),
+        r.ping(([127, 0, 0, 1], dead).into()),
+    )
+    .await
+    .expect("a ping to nobody ends")
+    .expect("answer");
     assert!(!answered, "nobody listens on {dead}");
 }

@@ -11,7 +11,9 @@ use transport_dht::{InfoHash, Runner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_listens_gets_and_puts_leave_nothing_behind() {
-    let Some(net) = common::testnet(1).await else { return };
+    let Some(net) = common::testnet(1).await else {
+        return;
+    };
     let boot = net.addrs()[0];
     for round in 0..3u8 {
         let mut runners = Vec::new();
@@ -30,7 +32,10 @@ async fn runners_listens_gets_and_puts_leave_nothing_behind() {
         let live = live_counts();
         assert_eq!(live.runners, 8);
         assert_eq!(live.tokens, 32);
-        assert!(live.contexts >= 32, "listen contexts are registered: {live:?}");
+        assert!(
+            live.contexts >= 32,
+            "listen contexts are registered: {live:?}"
+        );
         // Half the listens are cancelled while their runner lives, the rest with it.
         listens.truncate(16);
         drop(runners);

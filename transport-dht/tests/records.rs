@@ -27,7 +27,10 @@ fn a_stale_record_is_refused() {
     let bob = common::identity("Bob");
     let now = unix_now();
     let bytes = record::sign(&bob, &addrs(), now - 200, 120);
-    assert!(matches!(record::verify(&bytes, now), Err(RecordError::Stale { .. })));
+    assert!(matches!(
+        record::verify(&bytes, now),
+        Err(RecordError::Stale { .. })
+    ));
 }
 
 #[test]
@@ -35,7 +38,10 @@ fn a_record_from_the_future_is_refused() {
     let bob = common::identity("Bob");
     let now = unix_now();
     let bytes = record::sign(&bob, &addrs(), now + 3600, 120);
-    assert!(matches!(record::verify(&bytes, now), Err(RecordError::Future { .. })));
+    assert!(matches!(
+        record::verify(&bytes, now),
+        Err(RecordError::Future { .. })
+    ));
 }
 
 #[test]
@@ -58,8 +64,14 @@ fn a_record_by_a_device_not_issued_by_the_account_is_refused() {
     let forger = common::forger_of(&bob);
     let now = unix_now();
     let bytes = record::sign(&forger, &addrs(), now, 120);
-    assert!(matches!(record::verify(&bytes, now), Err(RecordError::Chain(_))));
-    assert!(matches!(record::verify(b"{not json", now), Err(RecordError::Malformed(_))));
+    assert!(matches!(
+        record::verify(&bytes, now),
+        Err(RecordError::Chain(_))
+    ));
+    assert!(matches!(
+        record::verify(b"{not json", now),
+        Err(RecordError::Malformed(_))
+    ));
 }
 
 fn vcard(len: usize) -> Vec<u8> {
@@ -71,14 +83,22 @@ fn vcard(len: usize) -> Vec<u8> {
 
 #[test]
 fn a_sealed_trust_request_with_a_64000_byte_vcard_opens_for_its_recipient_only() {
-    let (alice, bob, eve) = (common::identity("Alice"), common::identity("Bob"), common::identity("Eve"));
+    let (alice, bob, eve) = (
+        common::identity("Alice"),
+        common::identity("Bob"),
+        common::identity("Eve"),
+    );
     let signal = Signal {
         kind: "application/trust-request+json".into(),
         payload: vcard(MAX_PAYLOAD),
     };
     let now = unix_now();
     let sealed = seal::seal(&alice, &bob.device_cert, &signal, now, [7; 16]).expect("seal");
-    assert!(sealed.len() < 65_536, "fits one OpenDHT value: {}", sealed.len());
+    assert!(
+        sealed.len() < 65_536,
+        "fits one OpenDHT value: {}",
+        sealed.len()
+    );
     assert_eq!(seal::recipient(&sealed), Some(bob.device_cert.id()));
     // The ciphertext does not contain the payload in clear.
     assert!(!sealed.windows(16).any(|w| w == &signal.payload[..16]));
@@ -91,18 +111,30 @@ fn a_sealed_trust_request_with_a_64000_byte_vcard_opens_for_its_recipient_only()
 
     // Eve is not the recipient; with Bob's device id in the header re-written to hers, HPKE
     // fails (she lacks Bob's key).
-    assert!(matches!(seal::open(&eve, &sealed, now), Err(SealError::NotForMe)));
+    assert!(matches!(
+        seal::open(&eve, &sealed, now),
+        Err(SealError::NotForMe)
+    ));
     let mut redirected = sealed.clone();
     redirected[4..36].copy_from_slice(eve.device_cert.id().as_bytes());
-    assert!(matches!(seal::open(&eve, &redirected, now), Err(SealError::Decrypt(_))));
+    assert!(matches!(
+        seal::open(&eve, &redirected, now),
+        Err(SealError::Decrypt(_))
+    ));
 
     // Any flipped ciphertext byte is refused.
     let mut tampered = sealed.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    assert!(matches!(seal::open(&bob, &tampered, now), Err(SealError::Decrypt(_))));
+    assert!(matches!(
+        seal::open(&bob, &tampered, now),
+        Err(SealError::Decrypt(_))
+    ));
 
-    let too_big = Signal { kind: "x".into(), payload: vec![0; MAX_PAYLOAD + 1] };
+    let too_big = Signal {
+        kind: "x".into(),
+        payload: vec![0; MAX_PAYLOAD + 1],
+    };
     assert!(matches!(
         seal::seal(&alice, &bob.device_cert, &too_big, now, [0; 16]),
         Err(SealError::TooLarge(_))
@@ -119,5 +151,8 @@ fn a_signal_sealed_by_a_forged_device_of_alice_is_refused() {
     };
     let now = unix_now();
     let sealed = seal::seal(&forger, &bob.device_cert, &signal, now, [1; 16]).expect("seal");
-    assert!(matches!(seal::open(&bob, &sealed, now), Err(SealError::Chain(_))));
+    assert!(matches!(
+        seal::open(&bob, &sealed, now),
+        Err(SealError::Chain(_))
+    ));
 }

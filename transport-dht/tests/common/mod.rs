@@ -28,8 +28,8 @@ pub fn forger_of(victim: &Identity) -> Identity {
     let now = OffsetDateTime::now_utc();
     let forger_key = SigningKey::generate(&mut OsRng);
     let key = SigningKey::generate(&mut OsRng);
-    let cert = forge_device_cert(&victim.account, &forger_key, &key.verifying_key(), now)
-        .expect("forge");
+    let cert =
+        forge_device_cert(&victim.account, &forger_key, &key.verifying_key(), now).expect("forge");
     Identity {
         account: victim.account.clone(),
         device_cert: cert,
@@ -61,7 +61,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
