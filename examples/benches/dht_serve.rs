@@ -31,7 +31,11 @@ fn chat(home: &Path, args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("swarm-chat runs");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
@@ -48,14 +52,19 @@ impl Drop for Serve {
 fn serve(home: &Path, boot: &[SocketAddr]) -> (Serve, String) {
     let mut child = support::spawn_serve(home, boot, Stdio::null());
     let v = support::first_line(&mut child, DEADLINE);
-    (Serve(child), v["device"].as_str().expect("device").to_owned())
+    (
+        Serve(child),
+        v["device"].as_str().expect("device").to_owned(),
+    )
 }
 
 fn observer() -> Identity {
     let now = time::OffsetDateTime::now_utc();
     let account = swarm_api::identity::Account::generate("Observer", now, &mut rand_core::OsRng)
         .expect("account");
-    let device = account.new_device(now, &mut rand_core::OsRng).expect("device");
+    let device = account
+        .new_device(now, &mut rand_core::OsRng)
+        .expect("device");
     Identity {
         account: account.cert().clone(),
         device_cert: device.cert().clone(),
@@ -66,7 +75,13 @@ fn observer() -> Identity {
 fn report(what: &str, mut v: Vec<Duration>) {
     v.sort();
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    println!("{what}: n={} p50={:?} p95={:?} max={:?}", v.len(), at(0.5), at(0.95), at(1.0));
+    println!(
+        "{what}: n={} p50={:?} p95={:?} max={:?}",
+        v.len(),
+        at(0.5),
+        at(0.95),
+        at(1.0)
+    );
 }
 
 fn main() {
@@ -92,7 +107,10 @@ fn main() {
         .block_on(async {
             Dht::start(
                 observer(),
-                DhtConfig { bootstrap: vec![boot[boot.len() - 1].to_string()], ..DhtConfig::default() },
+                DhtConfig {
+                    bootstrap: vec![boot[boot.len() - 1].to_string()],
+                    ..DhtConfig::default()
+                },
             )
         })
         .expect("observer");
@@ -106,7 +124,10 @@ fn main() {
     for i in 0..samples {
         let bob = root.path().join(format!("bob{i}"));
         std::fs::create_dir_all(&bob).expect("home");
-        let uri = chat(&bob, &["id", "new", "--name", "Bob"])["uri"].as_str().expect("uri").to_owned();
+        let uri = chat(&bob, &["id", "new", "--name", "Bob"])["uri"]
+            .as_str()
+            .expect("uri")
+            .to_owned();
         let start = Instant::now();
         let (b, device) = serve(&bob, &boot[(i % boot.len())..=(i % boot.len())]);
         let device = device.parse().expect("device id");
@@ -128,7 +149,10 @@ fn main() {
             if listed {
                 break;
             }
-            assert!(start.elapsed() < DEADLINE, "the request to sample {i} never showed");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the request to sample {i} never showed"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         shown.push(start.elapsed());

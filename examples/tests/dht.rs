@@ -129,7 +129,11 @@ fn accept(who: &Person, conv: &str, from: &Person) {
             .find(|r| r["id"] == conv)
             .cloned()
     });
-    assert_eq!(request["from"], from.uri.as_str(), "the inviter, as authenticated");
+    assert_eq!(
+        request["from"],
+        from.uri.as_str(),
+        "the inviter, as authenticated"
+    );
     assert_eq!(request["title"], "Trip");
     let joined = ok(&who.home, &["conv", "join", conv]);
     assert_eq!(joined["type"], "member");
@@ -189,7 +193,9 @@ fn invite_join_and_chat_by_uri_alone_and_a_restarted_node_catches_up() {
     ok(&bob.home, &["send", &conv, "hello from bob"]);
     for home in [&alice.home, &carol.home] {
         wait_for("bob's message everywhere", || {
-            bodies(home, &conv).contains(&"hello from bob".to_owned()).then_some(())
+            bodies(home, &conv)
+                .contains(&"hello from bob".to_owned())
+                .then_some(())
         });
     }
 

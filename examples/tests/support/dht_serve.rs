@@ -12,19 +12,24 @@ use serde_json::Value;
 /// `swarm-chat --home HOME --json serve --listen 127.0.0.1:0 --dht-bootstrap …` with `stderr`.
 pub fn spawn_serve(home: &Path, dht: &[SocketAddr], stderr: Stdio) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-chat"));
-    cmd.env_remove("SWARM_HOME")
-        .arg("--home")
-        .arg(home)
-        .args(["--json", "serve", "--listen", "127.0.0.1:0"]);
+    cmd.env_remove("SWARM_HOME").arg("--home").arg(home).args([
+        "--json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     for b in dht {
         cmd.args(["--dht-bootstrap", &b.to_string()]);
     }
-    cmd.env("SWARM_LOG", "info,swarm_api=debug,transport_dht=debug,swarm_chat=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("serve starts")
+    cmd.env(
+        "SWARM_LOG",
+        "info,swarm_api=debug,transport_dht=debug,swarm_chat=debug",
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(stderr)
+    .spawn()
+    .expect("serve starts")
 }
 
 /// The first line `serve` prints (`{"listen", "device", "uri", "control"}`), within `deadline`.

@@ -91,7 +91,11 @@ pub fn status_text(v: &serde_json::Value) -> String {
         v["running"]
     );
     for b in v["bootstrap"].as_array().into_iter().flatten() {
-        let state = if b["answering"] == json!(true) { "answering" } else { "not answering" };
+        let state = if b["answering"] == json!(true) {
+            "answering"
+        } else {
+            "not answering"
+        };
         out += &format!("bootstrap {} {state}\n", b["addr"].as_str().unwrap_or(""));
     }
     for a in v["published"].as_array().into_iter().flatten() {
