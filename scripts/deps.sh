@@ -5,7 +5,9 @@ set -euo pipefail
 
 # Stock git (interop tests run git log / fsck / verify-commit) and ssh-keygen (git's ssh
 # signature verifier); python3 and openssl run the Jami fixtures' signature oracle.
-APT_PACKAGES=(git openssh-client pkg-config python3 openssl)
+# transport-dht links OpenDHT's C API (libopendht-c-dev, found through pkg-config; bindgen needs
+# libclang-dev) and its tests start real `dhtnode` processes.
+APT_PACKAGES=(git openssh-client pkg-config python3 openssl dhtnode libopendht-c-dev libclang-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -415,6 +415,10 @@ fn push_tree(
 
 fn commit_tree(src: &dyn ObjectSource, id: &CommitId) -> Result<ObjectId, ObjectError> {
     let obj = src.expect(&id.object_id(), Kind::Commit)?;
+    tree_of(id, &obj)
+}
+
+fn tree_of(id: &CommitId, obj: &Object) -> Result<ObjectId, ObjectError> {
     gix_object::CommitRefIter::from_bytes(&obj.data, gix_hash::Kind::Sha1)
         .tree_id()
         .map_err(|e| ObjectError::Malformed {
@@ -451,9 +455,9 @@ pub fn bundle(
     }
     let mut out = Vec::new();
     for c in &commits {
-        let tree = commit_tree(src, c)?;
-        push_tree(src, &tree, &mut have, &mut out)?;
-        out.push(src.expect(&c.object_id(), Kind::Commit)?);
+        let obj = src.expect(&c.object_id(), Kind::Commit)?;
+        push_tree(src, &tree_of(c, &obj)?, &mut have, &mut out)?;
+        out.push(obj);
     }
     Ok(out)
 }

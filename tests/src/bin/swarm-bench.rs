@@ -211,16 +211,14 @@ fn git_head(repo: &Path) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-async fn clone_bench(messages: usize, runs: usize) -> Result<()> {
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let dir = tempfile::tempdir()?;
+/// Alice's node on a Git storage at `root`, her conversation, and Bob's account, invited
+/// (an invited account may fetch the conversation to join it).
+async fn alice_invites_bob(root: &Path) -> Result<(Peer, Account, ConversationId)> {
     let (alice_acc, bob_acc) = (
         Account::generate("Alice", OffsetDateTime::now_utc(), &mut OsRng)?,
         Account::generate("Bob", OffsetDateTime::now_utc(), &mut OsRng)?,
     );
-    let alice = peer(identity(&alice_acc)?, &dir.path().join("server"))?;
+    let alice = peer(identity(&alice_acc)?, root)?;
     let conv = create_conversation(
         &*alice.storage,
         &alice.node.identity().signer(),
@@ -228,9 +226,17 @@ async fn clone_bench(messages: usize, runs: usize) -> Result<()> {
         None,
         now(),
     )?;
-    // bob is invited: an invited account may fetch the conversation to join it.
     let (body, changes) = ops::invite(bob_acc.uri());
     alice.node.commit(conv, &body, &changes).await?;
+    Ok((alice, bob_acc, conv))
+}
+
+async fn clone_bench(messages: usize, runs: usize) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    let (alice, bob_acc, conv) = alice_invites_bob(&dir.path().join("server")).await?;
     let t = Instant::now();
     let head = grow(&*alice.storage, conv, alice.node.identity(), messages)?;
     eprintln!("built {messages} messages in {:.1?}", t.elapsed());
@@ -297,11 +303,7 @@ async fn latency_bench(messages: usize) -> Result<()> {
         bail!("--messages must be at least 1");
     }
     let dir = tempfile::tempdir()?;
-    let (alice_acc, bob_acc) = (
-        Account::generate("Alice", OffsetDateTime::now_utc(), &mut OsRng)?,
-        Account::generate("Bob", OffsetDateTime::now_utc(), &mut OsRng)?,
-    );
-    let alice = peer(identity(&alice_acc)?, &dir.path().join("alice"))?;
+    let (alice, bob_acc, conv) = alice_invites_bob(&dir.path().join("alice")).await?;
     let bob = peer(identity(&bob_acc)?, &dir.path().join("bob"))?;
     let (a_dev, b_dev) = (alice.node.peer().device, bob.node.peer().device);
     alice
@@ -309,15 +311,6 @@ async fn latency_bench(messages: usize) -> Result<()> {
         .add_peer(Destination::Device(b_dev), bob.addr);
     bob.transport
         .add_peer(Destination::Device(a_dev), alice.addr);
-    let conv = create_conversation(
-        &*alice.storage,
-        &alice.node.identity().signer(),
-        Mode::InvitesOnly,
-        None,
-        now(),
-    )?;
-    let (body, changes) = ops::invite(bob_acc.uri());
-    alice.node.commit(conv, &body, &changes).await?;
     bob.node.sync_from(conv, a_dev).await?;
     let st = {
         let repo = Repo::open(&*bob.storage, conv)?;

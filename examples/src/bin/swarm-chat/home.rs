@@ -9,6 +9,9 @@
 //! <home>/storage.json           {"backend":"git"} or {"backend":"sled"}: chosen once
 //! <home>/conversations/<id>/    git backend: one bare Git repository per conversation
 //! <home>/sled/                  sled backend: one database for all conversations
+//! <home>/peers.json             remembered peer addresses and refused devices (peers.rs)
+//! <home>/requests.json          received invitations (requests.rs)
+//! <home>/control.sock           the running `swarm-chat serve`'s control socket (control.rs)
 //! ```
 //! Private keys never enter a repository.
 
@@ -70,6 +73,7 @@ impl Identity {
     }
 }
 
+#[derive(Clone)]
 pub struct Home {
     pub dir: PathBuf,
 }
@@ -92,16 +96,9 @@ impl Home {
     }
 
     fn remembered_backend(&self) -> Result<Option<Backend>> {
-        let path = self.dir.join(CONFIG);
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                let config: StorageConfig = serde_json::from_str(&text)
-                    .with_context(|| format!("{} is damaged", path.display()))?;
-                Ok(Some(config.backend))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        Ok(self
+            .read_json::<Option<StorageConfig>>(CONFIG)?
+            .map(|c| c.backend))
     }
 
     /// The backend of this home: the remembered one, else `requested` (default git), which is
@@ -143,14 +140,48 @@ impl Home {
     }
 
     fn remember(&self, backend: Backend) -> Result<()> {
+        self.write_json(CONFIG, &StorageConfig { backend })
+    }
+
+    /// Writes `<home>/<name>` as JSON atomically (a temporary file renamed over it).
+    pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let path = self.dir.join(CONFIG);
-        let tmp = self.dir.join(format!("{CONFIG}.tmp"));
-        fs::write(&tmp, serde_json::to_string(&StorageConfig { backend })?)
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        fs::write(&tmp, serde_json::to_string_pretty(value)?)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
+    }
+
+    /// Loads `<home>/<name>`, lets `f` change it and saves it, holding `lock` (the
+    /// process-wide lock of that file) throughout; returns what `f` returned.
+    pub fn update_json<T, R>(
+        &self,
+        name: &str,
+        lock: &std::sync::Mutex<()>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<R>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    {
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut value = self.read_json(name)?;
+        let r = f(&mut value);
+        self.write_json(name, &value)?;
+        Ok(r)
+    }
+
+    /// Reads `<home>/<name>` as JSON; the default when the file does not exist.
+    pub fn read_json<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> Result<T> {
+        let path = self.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{} is damaged", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
 
     /// Opens the conversation storage of `backend`.

@@ -5,14 +5,23 @@
 //! keeps its conversations; chosen once per home and remembered). Errors are one line on
 //! stderr and a non-zero exit status.
 
+mod control;
+mod dht;
 mod home;
+mod info;
+mod peers;
 mod plugins;
 mod reader;
+mod requests;
+mod serve;
 mod swarm_demo;
 mod transfer;
 
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::home::{Backend, Home};
 use anyhow::{anyhow, Context as _, Result};
@@ -105,6 +114,83 @@ enum Command {
     },
     /// Run the demo: identities in a temporary home, a conversation, messages, the log.
     Demo,
+    /// Run this device's node over QUIC until killed. Prints the bound address first; while
+    /// it runs, the other commands go through it (`<home>/control.sock`).
+    Serve {
+        /// Where to listen (UDP), e.g. 127.0.0.1:0 for any free port.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// A peer to connect to at start (and again, with backoff, whenever unreachable).
+        #[arg(long)]
+        peer: Vec<SocketAddr>,
+        /// Seconds before a connection attempt is given up.
+        #[arg(long, default_value_t = 10)]
+        connect_timeout: u64,
+        /// An OpenDHT node to bootstrap from, HOST:PORT (repeatable). With the DHT, devices
+        /// are found by device id / account URI and signals reach devices not connected.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
+        /// UDP port of this node's DHT runner (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        dht_port: u16,
+        /// Do not run the DHT (addresses only from `peer add`, `--peer` and connections).
+        #[arg(long, conflicts_with = "dht_bootstrap")]
+        no_dht: bool,
+    },
+    /// The DHT of the running server.
+    #[command(subcommand)]
+    Dht(DhtCommand),
+    /// Peers' addresses remembered in the home.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// List received invitations (id, from, received, title).
+    Requests,
+}
+
+#[derive(Subcommand)]
+enum DhtCommand {
+    /// The DHT node id, bootstrap nodes (answering or not) and the published addresses.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Remember where a device or account (any of its devices) listens.
+    Add {
+        /// A device id (64 hex) or an account URI (40 hex).
+        who: String,
+        /// Its address, e.g. 127.0.0.1:4433.
+        addr: String,
+    },
+    /// List remembered addresses (manual and learned) and refused devices.
+    List,
+    /// Refuse a device: its channels and signals are dropped, none are sent to it.
+    Block {
+        /// The device id.
+        device: String,
+    },
+    /// Stop refusing a device (a running server syncs with it at once).
+    Unblock {
+        /// The device id.
+        device: String,
+    },
+}
+
+impl Command {
+    /// Whether a running server executes this command (everything that reads or writes
+    /// the home's conversations, invitations or peers; not identity, demo, verify, a log of
+    /// a repository given by path, or serve itself).
+    fn served(&self) -> bool {
+        matches!(
+            self,
+            Command::Conv(_)
+                | Command::Send { .. }
+                | Command::Log { repo: None, .. }
+                | Command::Peer(_)
+                | Command::Requests
+                | Command::Dht(_)
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -195,9 +281,23 @@ enum ConvCommand {
         /// The account URI.
         uri: String,
     },
-    /// Accept an invitation to a conversation already in this device's storage (fetching it
-    /// from a peer comes with the network transport).
+    /// Accept an invitation: with a running server, clone the conversation from a member
+    /// (the inviter, or the device at --peer), validate it, commit `join` and announce it;
+    /// without one, the conversation must already be stored here.
     Join {
+        /// The conversation id.
+        conv: String,
+        /// Clone from the device listening there.
+        #[arg(long)]
+        peer: Option<SocketAddr>,
+    },
+    /// Decline an invitation (it is not listed again).
+    Decline {
+        /// The conversation id.
+        conv: String,
+    },
+    /// Mode, head, size, title, membership counts and `syncing` (a clone is running).
+    Info {
         /// The conversation id.
         conv: String,
     },
@@ -238,12 +338,29 @@ struct App {
     home: Home,
     json: bool,
     backend: Option<Backend>,
+    /// The storage of a running server (commands run through it use it, not their own).
+    shared: Option<Arc<dyn Storage>>,
+    /// Output collected for a control client instead of printed.
+    capture: Option<RefCell<String>>,
 }
 
 impl App {
-    fn storage(&self) -> Result<Box<dyn Storage>> {
+    fn new(home: Home, json: bool, backend: Option<Backend>) -> Self {
+        Self {
+            home,
+            json,
+            backend,
+            shared: None,
+            capture: None,
+        }
+    }
+
+    fn storage(&self) -> Result<Arc<dyn Storage>> {
         let backend = self.home.backend(self.backend)?;
-        self.home.open_storage(backend)
+        match &self.shared {
+            Some(s) => Ok(s.clone()),
+            None => Ok(Arc::from(self.home.open_storage(backend)?)),
+        }
     }
 
     fn repo<'s>(&self, storage: &'s dyn Storage, conv: &str) -> Result<Repo<'s>> {
@@ -295,17 +412,20 @@ impl App {
     /// (A closed stdout, as in `swarm-chat log | head`, is not an error.)
     fn out(&self, value: Value, text: impl FnOnce() -> String) {
         use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        let _ = if self.json {
-            writeln!(stdout, "{value}")
-        } else {
-            let t = text();
-            if t.is_empty() {
-                Ok(())
-            } else {
-                writeln!(stdout, "{t}")
+        let line = if self.json { value.to_string() } else { text() };
+        if line.is_empty() && !self.json {
+            return;
+        }
+        match &self.capture {
+            Some(c) => {
+                let mut c = c.borrow_mut();
+                c.push_str(&line);
+                c.push('\n');
             }
-        };
+            None => {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
+        }
     }
 
     fn run(&self, command: Command) -> Result<()> {
@@ -412,7 +532,7 @@ impl App {
                     Some(kind) => plugins::custom_body(&kind, &text)?,
                     None => Body::text(text),
                 };
-                let commit = repo.append(&id.signer(), &body, &[], now_secs())?;
+                let commit = append(&repo, &id, &body, &[])?;
                 self.out(json!({"commit": commit}), || commit.to_string());
             }
             Command::Plugin(cmd) => self.plugin(cmd)?,
@@ -494,8 +614,55 @@ impl App {
                     .map_err(|e| anyhow!("invalid device id {device:?}: {e}"))?;
                 self.vote(&conv, Target::Device(dev), VoteAction::Ban)?
             }
-            Command::Conv(ConvCommand::Join { conv }) => {
+            Command::Conv(ConvCommand::Join { conv, peer }) => {
+                if peer.is_some() && self.shared.is_none() {
+                    return Err(anyhow!(
+                        "--peer needs a running `swarm-chat serve` for this home: it clones \
+                         the conversation over the network"
+                    ));
+                }
+                let id = parse_conv(&conv)?;
+                if self.storage()?.head(&id)?.is_none()
+                    && requests::Requests::load(&self.home)?.get(&id).is_some()
+                {
+                    return Err(anyhow!(
+                        "conversation {id} is not stored here yet: start `swarm-chat serve` \
+                         so that `conv join` clones it from the inviter"
+                    ));
+                }
                 self.commit_op(&conv, |_, id, st| Ok(ops::join(st, id.account.cert())))?;
+                requests::Requests::update(&self.home, |r| r.remove(&id))?;
+            }
+            Command::Conv(ConvCommand::Decline { conv }) => self.decline(&conv)?,
+            Command::Conv(ConvCommand::Info { conv }) => self.info(&conv)?,
+            Command::Requests => self.requests()?,
+            Command::Peer(PeerCommand::Add { who, addr }) => self.peer_add(&who, &addr)?,
+            Command::Peer(PeerCommand::List) => self.peer_list()?,
+            Command::Peer(PeerCommand::Block { device }) => self.peer_block(&device, true)?,
+            Command::Peer(PeerCommand::Unblock { device }) => self.peer_block(&device, false)?,
+            Command::Serve {
+                listen,
+                peer,
+                connect_timeout,
+                dht_bootstrap,
+                dht_port,
+                no_dht,
+            } => serve::run(
+                self,
+                serve::Options {
+                    listen,
+                    peers: peer,
+                    connect_timeout: std::time::Duration::from_secs(connect_timeout.max(1)),
+                    dht: (!no_dht).then_some(dht::DhtOptions {
+                        bootstrap: dht_bootstrap,
+                        port: dht_port,
+                    }),
+                },
+            )?,
+            Command::Dht(DhtCommand::Status) => {
+                return Err(anyhow!(
+                    "the DHT runs inside `swarm-chat serve`: start it for this home first"
+                ))
             }
             Command::Conv(ConvCommand::Leave { conv }) => {
                 self.commit_op(&conv, |repo, id, _| {
@@ -532,6 +699,30 @@ impl App {
             Command::Demo => demo(self.json, self.backend)?,
         }
         Ok(())
+    }
+}
+
+/// Appends a commit; when a fetch moved the head meanwhile (a running server integrates
+/// peers' commits while commands run), the commit is rebuilt on the new head and validated
+/// again. The race shows as either error: the head moved between drafting and checking
+/// (`NotFastForward`) or between checking and the compare-and-swap write (`HeadMoved`).
+fn append(
+    repo: &Repo<'_>,
+    id: &home::Identity,
+    body: &Body,
+    changes: &[FileChange],
+) -> Result<CommitId> {
+    let mut tries = 0;
+    loop {
+        match repo.append(&id.signer(), body, changes, now_secs()) {
+            Err(
+                swarm_api::repo::RepoError::NotFastForward(_)
+                | swarm_api::repo::RepoError::Storage(swarm_api::storage::StorageError::HeadMoved {
+                    ..
+                }),
+            ) if tries < 8 => tries += 1,
+            r => return Ok(r?),
+        }
     }
 }
 
@@ -615,7 +806,7 @@ impl App {
         let repo = self.repo(storage.as_ref(), conv)?;
         let st = repo.state(&repo.head()?)?;
         let (body, changes) = op(&repo, &id, &st)?;
-        let commit = repo.append(&id.signer(), &body, &changes, now_secs())?;
+        let commit = append(&repo, &id, &body, &changes)?;
         self.out(json!({"commit": commit, "type": body.kind()}), || {
             commit.to_string()
         });
@@ -629,12 +820,12 @@ impl App {
         let repo = self.repo(storage.as_ref(), conv)?;
         let st = repo.state(&repo.head()?)?;
         let (body, changes) = ops::vote(&st, &id.account.uri(), target, action)?;
-        let vote = repo.append(&id.signer(), &body, &changes, now_secs())?;
+        let vote = append(&repo, &id, &body, &changes)?;
         let st = repo.state(&vote)?;
         let dir = swarm_api::layout::VoteDir::from(action);
         let decided = if st.vote_passed(dir, &target) {
             let (body, changes) = ops::apply_vote(&repo, &st, target, action)?;
-            Some(repo.append(&id.signer(), &body, &changes, now_secs())?)
+            Some(append(&repo, &id, &body, &changes)?)
         } else {
             None
         };
@@ -679,11 +870,7 @@ fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
 
 fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary home")?;
-    let app = App {
-        home: Home::new(dir.path().join("alice")),
-        json: false,
-        backend,
-    };
+    let app = App::new(Home::new(dir.path().join("alice")), false, backend);
     let alice = app.home.create_identity("Alice")?;
     let storage = app.storage()?;
     let conv = create_conversation(
@@ -754,37 +941,46 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     Ok(())
 }
 
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs its connections and syncs by default; other commands only problems.
+    let default_log = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = (|| {
         let dir = match cli.home {
             Some(d) => d,
             None => default_home()?,
         };
-        App {
-            home: Home::new(dir),
-            json: cli.json,
-            backend: cli.backend,
+        if cli.command.served() {
+            if let Some(stream) = control::connect(&dir)? {
+                return control::forward(stream, cli.json);
+            }
         }
-        .run(cli.command)
+        App::new(Home::new(dir), cli.json, cli.backend).run(cli.command)
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let msg = e
-                .chain()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ");
-            eprintln!("swarm-chat: {}", msg.replace('\n', " "));
+            eprintln!("swarm-chat: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
