@@ -13,11 +13,18 @@ const GUESTS: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let guests = manifest.join("guests");
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.lock").display()
+    );
     println!("cargo:rerun-if-changed={}", manifest.join("wit").display());
     for dir in ["guest", "reactions", "edits", "call-history", "polls"] {
         println!("cargo:rerun-if-changed={}", guests.join(dir).display());
@@ -30,14 +37,18 @@ fn main() {
         .unwrap_or_else(|| out.join("guests"));
     build_guests(&guests, &target_dir);
     for (name, artifact) in GUESTS {
-        let core = target_dir.join("wasm32-unknown-unknown/release").join(format!("{artifact}.wasm"));
-        let module = std::fs::read(&core).unwrap_or_else(|e| panic!("reading {}: {e}", core.display()));
+        let core = target_dir
+            .join("wasm32-unknown-unknown/release")
+            .join(format!("{artifact}.wasm"));
+        let module =
+            std::fs::read(&core).unwrap_or_else(|e| panic!("reading {}: {e}", core.display()));
         let component = wit_component::ComponentEncoder::default()
             .module(&module)
             .and_then(|e| e.validate(true).encode())
             .unwrap_or_else(|e| panic!("making a component of {}: {e:#}", core.display()));
         let dest = out.join(format!("{name}.wasm"));
-        std::fs::write(&dest, component).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
+        std::fs::write(&dest, component)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
     }
 }
 
@@ -56,12 +67,17 @@ fn build_guests(guests: &Path, target_dir: &Path) {
     // The outer build's settings are for the host, not for the guests.
     for (k, _) in std::env::vars_os() {
         let Some(k) = k.to_str() else { continue };
-        let keep = k == "CARGO_HOME" || k.starts_with("CARGO_NET_") || k.starts_with("CARGO_HTTP_") || k.starts_with("CARGO_REGISTRIES_");
+        let keep = k == "CARGO_HOME"
+            || k.starts_with("CARGO_NET_")
+            || k.starts_with("CARGO_HTTP_")
+            || k.starts_with("CARGO_REGISTRIES_");
         if (k.starts_with("CARGO_") && !keep) || k.starts_with("RUSTC") || k.contains("RUSTFLAGS") {
             cmd.env_remove(k);
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for the guest plugins: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for the guest plugins: {e}"));
     if !status.success() {
         panic!(
             "building the guest plugins failed ({status}); is the target installed? \

@@ -26,7 +26,14 @@ pub fn build_dice(target_dir: &Path) -> Result<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dice");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&dir)
-        .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
         .arg(target_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -56,22 +63,35 @@ pub fn demo(component: &[u8]) -> Result<(bool, String)> {
 
     let alice = Person::new("alice");
     let storage = MemoryStorage::new();
-    let conv = create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, 1_800_000_000)?;
+    let conv = create_conversation(
+        &storage,
+        &alice.signer(),
+        Mode::InvitesOnly,
+        None,
+        1_800_000_000,
+    )?;
     let repo = Repo::open(&storage, conv)?.with_engine(engine);
     let roll = |sides: u32, result: u32| -> Result<Result<(), RepoError>> {
-        let body = Body::parse(&format!(r#"{{"result":{result},"sides":{sides},"type":"application/x-dice+json"}}"#))?;
-        Ok(repo.append(&alice.signer(), &body, &[], 1_800_000_000).map(|_| ()))
+        let body = Body::parse(&format!(
+            r#"{{"result":{result},"sides":{sides},"type":"application/x-dice+json"}}"#
+        ))?;
+        Ok(repo
+            .append(&alice.signer(), &body, &[], 1_800_000_000)
+            .map(|_| ()))
     };
     let fair = roll(6, 4)?;
-    println!("a 4 on a d6: {}", if fair.is_ok() { "stored" } else { "refused" });
+    println!(
+        "a 4 on a d6: {}",
+        if fair.is_ok() { "stored" } else { "refused" }
+    );
     let loaded = match roll(6, 7)? {
         Ok(()) => return Err(anyhow!("a 7 on a d6 was accepted")),
         Err(e) => e.to_string(),
     };
     println!("a 7 on a d6: {loaded}");
-    let summary = host
-        .load("dice", component)?
-        .summary(&Body::parse(r#"{"result":4,"sides":6,"type":"application/x-dice+json"}"#)?);
+    let summary = host.load("dice", component)?.summary(&Body::parse(
+        r#"{"result":4,"sides":6,"type":"application/x-dice+json"}"#,
+    )?);
     println!("what a client that does not know the type shows: {summary:?}");
     Ok((fair.is_ok(), loaded))
 }

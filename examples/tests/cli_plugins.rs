@@ -37,10 +37,22 @@ fn plugin_types_are_sent_validated_listed_and_pinned() {
     let poll = r#"{"action":"open","question":"Lunch?","options":["pizza","sushi"]}"#;
     let sent = ok(h, &["send", &conv, "--type", "application/poll+json", poll]);
     assert_eq!(sent["commit"].as_str().map(str::len), Some(40));
-    let bad = run(h, &["send", &conv, "--type", "application/poll+json", r#"{"action":"open","question":"?","options":["one"]}"#]);
+    let bad = run(
+        h,
+        &[
+            "send",
+            &conv,
+            "--type",
+            "application/poll+json",
+            r#"{"action":"open","question":"?","options":["one"]}"#,
+        ],
+    );
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("polls") && err.contains("2 to 32 options"), "{err}");
+    assert!(
+        err.contains("polls") && err.contains("2 to 32 options"),
+        "{err}"
+    );
     let unknown = run(h, &["send", &conv, "--type", "application/x-unknown", "{}"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown commit type"));
 
@@ -58,8 +70,15 @@ fn plugin_types_are_sent_validated_listed_and_pinned() {
         .iter()
         .filter_map(|p| p["origin"].as_str())
         .collect();
-    assert_eq!(origins.iter().filter(|o| **o == "built-in").count(), 4, "{list}");
-    assert!(origins.contains(&"added") && origins.contains(&"pinned"), "{list}");
+    assert_eq!(
+        origins.iter().filter(|o| **o == "built-in").count(),
+        4,
+        "{list}"
+    );
+    assert!(
+        origins.contains(&"added") && origins.contains(&"pinned"),
+        "{list}"
+    );
     // The pinned polls plugin now validates polls in this conversation.
     ok(h, &["send", &conv, "--type", "application/poll+json", poll]);
 }

@@ -349,6 +349,32 @@ fn invite_requests_join_and_chat_between_two_serve_processes() {
     wait_for("Bob to receive Alice's message", || {
         log_ids(&bob.home, &conv).contains(&hello).then_some(())
     });
+    // A reaction is validated by the built-in reactions plugin, by Alice's server when she
+    // sends it and by Bob's when it arrives.
+    let body = format!(r#"{{"react-to":"{hi}","body":"👍"}}"#);
+    let reaction = s(&ok(
+        &alice.home,
+        &["send", &conv, "--type", "application/reaction+json", &body],
+    )["commit"]);
+    wait_for("Bob to receive Alice's reaction", || {
+        log_ids(&bob.home, &conv).contains(&reaction).then_some(())
+    });
+    let refused = chat(
+        &alice.home,
+        &[
+            "send",
+            &conv,
+            "--type",
+            "application/reaction+json",
+            r#"{"react-to":"0000000000000000000000000000000000000000","body":"👍"}"#,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("reactions"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     // Both write at once: the histories fork, merge, and both display the same timeline.
     send(&alice.home, &conv, "Alice at the same time");
     send(&bob.home, &conv, "Bob at the same time");

@@ -22,17 +22,29 @@ fn per_commit(c: &mut Criterion) {
     let plugins = plugin_engine(&host);
     let native = Arc::new(Engine::new(Limits::default()));
     let w = W::new(&alice, Mode::InvitesOnly, native.clone());
-    let text = w.send(&alice, r#"{"body":"helo","type":"text/plain"}"#).expect("text");
+    let text = w
+        .send(&alice, r#"{"body":"helo","type":"text/plain"}"#)
+        .expect("text");
     let cases = [
-        ("call-history", r#"{"duration":"1200","to":"x","type":"application/call-history+json"}"#.to_string()),
-        ("edit", format!(r#"{{"body":"hello","edit":"{text}","type":"application/edited-message"}}"#)),
+        (
+            "call-history",
+            r#"{"duration":"1200","to":"x","type":"application/call-history+json"}"#.to_string(),
+        ),
+        (
+            "edit",
+            format!(r#"{{"body":"hello","edit":"{text}","type":"application/edited-message"}}"#),
+        ),
     ];
     let mut g = c.benchmark_group("validate-one-commit");
     for (name, msg) in &cases {
         let d = w.draft(&alice, msg);
         assert!(w.verdict(&native, &d).is_ok() && w.verdict(&plugins, &d).is_ok());
-        g.bench_function(format!("{name}/native"), |b| b.iter(|| w.verdict(&native, &d)));
-        g.bench_function(format!("{name}/plugin"), |b| b.iter(|| w.verdict(&plugins, &d)));
+        g.bench_function(format!("{name}/native"), |b| {
+            b.iter(|| w.verdict(&native, &d))
+        });
+        g.bench_function(format!("{name}/plugin"), |b| {
+            b.iter(|| w.verdict(&plugins, &d))
+        });
     }
     g.finish();
 }
@@ -41,17 +53,35 @@ fn first_load(c: &mut Criterion) {
     let mut g = c.benchmark_group("first-load-polls");
     g.sample_size(10);
     g.bench_function("no-cache", |b| {
-        b.iter(|| Host::new().expect("host").load("polls", builtin::POLLS).expect("load"))
+        b.iter(|| {
+            Host::new()
+                .expect("host")
+                .load("polls", builtin::POLLS)
+                .expect("load")
+        })
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = HostConfig { cache_dir: Some(dir.path().to_path_buf()), ..HostConfig::default() };
-    Host::with_config(config.clone()).expect("host").load("polls", builtin::POLLS).expect("warm the cache");
+    let config = HostConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..HostConfig::default()
+    };
+    Host::with_config(config.clone())
+        .expect("host")
+        .load("polls", builtin::POLLS)
+        .expect("warm the cache");
     g.bench_function("disk-cache", |b| {
-        b.iter(|| Host::with_config(config.clone()).expect("host").load("polls", builtin::POLLS).expect("load"))
+        b.iter(|| {
+            Host::with_config(config.clone())
+                .expect("host")
+                .load("polls", builtin::POLLS)
+                .expect("load")
+        })
     });
     let host = Host::new().expect("host");
     host.load("polls", builtin::POLLS).expect("load");
-    g.bench_function("same-host", |b| b.iter(|| host.load("polls", builtin::POLLS).expect("load")));
+    g.bench_function("same-host", |b| {
+        b.iter(|| host.load("polls", builtin::POLLS).expect("load"))
+    });
     g.finish();
 }
 

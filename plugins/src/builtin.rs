@@ -25,5 +25,7 @@ pub const ALL: &[(&str, &[u8])] = &[
 /// Loads every built-in plugin, ready for
 /// [`Engine::register`](swarm_api::validate::Engine::register).
 pub fn load_all(host: &Host) -> Result<Vec<Arc<Plugin>>, LoadError> {
-    ALL.iter().map(|(name, wasm)| host.load(name, wasm).map(Arc::new)).collect()
+    ALL.iter()
+        .map(|(name, wasm)| host.load(name, wasm).map(Arc::new))
+        .collect()
 }

@@ -128,7 +128,9 @@ pub struct Host {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("limits", &self.limits).finish()
+        f.debug_struct("Host")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -152,7 +154,12 @@ impl Host {
         let engine = wasmtime::Engine::new(&c).map_err(|e| LoadError::Host(format!("{e:#}")))?;
         // Nothing is linked: a plugin importing anything (WASI included) fails to instantiate.
         let linker = Arc::new(Linker::new(&engine));
-        Ok(Self { engine, linker, limits: config.limits, compiled: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            engine,
+            linker,
+            limits: config.limits,
+            compiled: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The limits of every call.
@@ -177,7 +184,11 @@ impl Host {
             plugin: label.clone(),
             reason: root_cause(&e),
         };
-        let cached = self.compiled.lock().ok().and_then(|m| m.get(&digest).cloned());
+        let cached = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned());
         let component = match cached {
             Some(c) => c,
             None => {
@@ -188,7 +199,10 @@ impl Host {
                 c
             }
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(not_a_plugin)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(not_a_plugin)?;
         let pre = bindings::MessageTypePre::new(pre).map_err(not_a_plugin)?;
         let mut plugin = Plugin {
             name: label.clone(),
@@ -200,19 +214,32 @@ impl Host {
         };
         let types = plugin
             .call(|store, p| p.call_types(store))
-            .map_err(|reason| LoadError::Types { plugin: label.clone(), reason })?;
+            .map_err(|reason| LoadError::Types {
+                plugin: label.clone(),
+                reason,
+            })?;
         if types.is_empty() || types.len() > self.limits.max_items {
             return Err(LoadError::Types {
                 plugin: label,
-                reason: format!("it declares {} types (1 to {} allowed)", types.len(), self.limits.max_items),
+                reason: format!(
+                    "it declares {} types (1 to {} allowed)",
+                    types.len(),
+                    self.limits.max_items
+                ),
             });
         }
         for t in &types {
             if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
-                return Err(LoadError::Types { plugin: label, reason: format!("malformed type {t:?}") });
+                return Err(LoadError::Types {
+                    plugin: label,
+                    reason: format!("malformed type {t:?}"),
+                });
             }
             if builtin_types::RESERVED.contains(&t.as_str()) {
-                return Err(LoadError::ReservedType { plugin: label, kind: t.clone() });
+                return Err(LoadError::ReservedType {
+                    plugin: label,
+                    kind: t.clone(),
+                });
             }
         }
         tracing::debug!(target: "swarm_plugins", plugin = %label, ?types, "plugin loaded");
@@ -233,7 +260,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("types", &self.types).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("types", &self.types)
+            .finish()
     }
 }
 
@@ -271,7 +301,10 @@ impl Plugin {
         let mut store = Store::new(&self.engine, Data { limits });
         store.limiter(|d| &mut d.limits);
         store.set_fuel(l.fuel).map_err(|e| root_cause(&e))?;
-        let run = self.pre.instantiate(&mut store).and_then(|p| f(&mut store, &p));
+        let run = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|p| f(&mut store, &p));
         run.map_err(|e| match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => format!("it ran out of fuel (limit {} units)", l.fuel),
             Some(t) => format!("it trapped: {t}"),
@@ -281,13 +314,20 @@ impl Plugin {
 
     fn refuse(&self, reason: String) -> Violation {
         tracing::debug!(target: "swarm_plugins", plugin = %self.name, %reason, "commit refused");
-        Violation::Plugin { plugin: format!("plugin {}", self.name), reason }
+        Violation::Plugin {
+            plugin: format!("plugin {}", self.name),
+            reason,
+        }
     }
 
     /// A text answer, refused if over the limit.
     fn bounded(&self, what: &str, s: String) -> Result<String, String> {
         if s.len() > self.limits.max_text_bytes {
-            Err(format!("its {what} is {} bytes, over the limit of {}", s.len(), self.limits.max_text_bytes))
+            Err(format!(
+                "its {what} is {} bytes, over the limit of {}",
+                s.len(),
+                self.limits.max_text_bytes
+            ))
         } else {
             Ok(s)
         }
@@ -316,11 +356,15 @@ impl MessageType for Plugin {
         let wv = wit_view(view);
         let verdict = self.call(|store, p| {
             let needs = p.call_needs(&mut *store, &wv)?;
-            let context = match self.check_needs(&needs).and_then(|()| context(view, &needs, &self.limits)) {
+            let context = match self
+                .check_needs(&needs)
+                .and_then(|()| context(view, &needs, &self.limits))
+            {
                 Ok(c) => c,
                 Err(reason) => return Ok(Err(reason)),
             };
-            p.call_validate(&mut *store, &wv, &context).map(|r| r.map_err(|reason| self.bounded("reason", reason).unwrap_or_else(|e| e)))
+            p.call_validate(&mut *store, &wv, &context)
+                .map(|r| r.map_err(|reason| self.bounded("reason", reason).unwrap_or_else(|e| e)))
         });
         match verdict {
             Ok(Ok(())) => Ok(()),
@@ -343,7 +387,12 @@ impl MessageType for Plugin {
 
 /// The error's innermost cause, on one line.
 fn root_cause(e: &wasmtime::Error) -> String {
-    e.root_cause().to_string().lines().next().unwrap_or_default().to_owned()
+    e.root_cause()
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn wit_view(view: &CommitView<'_>) -> wit::CommitView {
@@ -396,12 +445,19 @@ fn info(view: &CommitView<'_>, id: &CommitId) -> Option<wit::CommitInfo> {
 
 /// Whether `id` is an earlier commit of the history `view` sits on.
 fn is_earlier(view: &CommitView<'_>, id: &CommitId) -> bool {
-    view.commit.parents.iter().any(|p| view.lookup.is_ancestor(id, p))
+    view.commit
+        .parents
+        .iter()
+        .any(|p| view.lookup.is_ancestor(id, p))
 }
 
 /// The commits that descend from `root` and are ancestors of the commit (its parents
 /// included), oldest first.
-fn since(view: &CommitView<'_>, root: &CommitId, max: usize) -> Result<Vec<wit::CommitInfo>, String> {
+fn since(
+    view: &CommitView<'_>,
+    root: &CommitId,
+    max: usize,
+) -> Result<Vec<wit::CommitInfo>, String> {
     if !is_earlier(view, root) {
         return Ok(Vec::new());
     }
@@ -413,9 +469,13 @@ fn since(view: &CommitView<'_>, root: &CommitId, max: usize) -> Result<Vec<wit::
             continue;
         }
         if parents_of.len() >= max {
-            return Err(format!("it asked for the history since {root}, more than {max} commits"));
+            return Err(format!(
+                "it asked for the history since {root}, more than {max} commits"
+            ));
         }
-        let Some(c) = view.lookup.commit(&id) else { continue };
+        let Some(c) = view.lookup.commit(&id) else {
+            continue;
+        };
         queue.extend(c.parents.iter().copied());
         parents_of.push((id, c.parents.clone()));
     }
@@ -424,7 +484,11 @@ fn since(view: &CommitView<'_>, root: &CommitId, max: usize) -> Result<Vec<wit::
 }
 
 /// What the host finds for `needs`, from the commit's parent and history.
-fn context(view: &CommitView<'_>, needs: &wit::Needs, limits: &PluginLimits) -> Result<wit::Context, String> {
+fn context(
+    view: &CommitView<'_>,
+    needs: &wit::Needs,
+    limits: &PluginLimits,
+) -> Result<wit::Context, String> {
     let commits = needs
         .commits
         .iter()
@@ -448,5 +512,9 @@ fn context(view: &CommitView<'_>, needs: &wit::Needs, limits: &PluginLimits) -> 
             blob: view.parent.files.get(path).map(ToString::to_string),
         })
         .collect();
-    Ok(wit::Context { commits, since, files })
+    Ok(wit::Context {
+        commits,
+        since,
+        files,
+    })
 }

@@ -41,6 +41,14 @@ impl PluginLoader for Host {
 /// are loaded by `host`.
 pub fn engine(host: Arc<Host>, limits: Limits, extra: Vec<Plugin>) -> Result<Engine, LoadError> {
     let mut e = Engine::new(limits);
+    install(&mut e, host, extra)?;
+    Ok(e)
+}
+
+/// Equips an existing engine (any rule profile) as [`engine`] does: the built-in plugins,
+/// then `extra` (registered later, so an extra plugin owning a built-in plugin's type takes
+/// it over), and `host` as the loader of pinned plugins.
+pub fn install(e: &mut Engine, host: Arc<Host>, extra: Vec<Plugin>) -> Result<(), LoadError> {
     for p in builtin::load_all(&host)? {
         e.register(p);
     }
@@ -48,5 +56,5 @@ pub fn engine(host: Arc<Host>, limits: Limits, extra: Vec<Plugin>) -> Result<Eng
         e.register(Arc::new(p));
     }
     e.set_plugin_loader(host);
-    Ok(e)
+    Ok(())
 }

@@ -6,12 +6,16 @@ use common::{plugin_engine, W};
 use swarm_api::body::Mode;
 use swarm_api::id::CommitId;
 use swarm_api::testing::Person;
+use swarm_api::traits::MessageType;
 use swarm_api::validate::Violation;
 use swarm_plugins::{builtin, Host};
-use swarm_api::traits::MessageType;
 
 fn setup() -> (Person, Person, Person, W) {
-    let (alice, bob, carol) = (Person::new("alice"), Person::new("bob"), Person::new("carol"));
+    let (alice, bob, carol) = (
+        Person::new("alice"),
+        Person::new("bob"),
+        Person::new("carol"),
+    );
     let host = Host::new().expect("host");
     let w = W::new(&alice, Mode::InvitesOnly, plugin_engine(&host));
     w.add_member(&alice, &bob);
@@ -39,57 +43,139 @@ fn poll(action: &str, rest: &str) -> String {
 #[test]
 fn polls_open_vote_once_while_open_and_close_by_author_or_admin() {
     let (alice, bob, carol, w) = setup();
-    let open = w.send(&bob, &poll("open", r#""options":["tea","coffee"],"question":"drink?","#)).expect("any member opens");
-    refused_by(w.send(&bob, &poll("open", r#""options":["only one"],"question":"q","#)), "polls", "2 to 32 options");
-    refused_by(w.send(&bob, &poll("open", r#""options":["a","b"],"question":" ","#)), "polls", "question is empty");
-    let vote = |who: &Person, n: i64| w.send(who, &poll("vote", &format!(r#""option":{n},"poll":"{open}","#)));
+    let open = w
+        .send(
+            &bob,
+            &poll("open", r#""options":["tea","coffee"],"question":"drink?","#),
+        )
+        .expect("any member opens");
+    refused_by(
+        w.send(
+            &bob,
+            &poll("open", r#""options":["only one"],"question":"q","#),
+        ),
+        "polls",
+        "2 to 32 options",
+    );
+    refused_by(
+        w.send(
+            &bob,
+            &poll("open", r#""options":["a","b"],"question":" ","#),
+        ),
+        "polls",
+        "question is empty",
+    );
+    let vote = |who: &Person, n: i64| {
+        w.send(
+            who,
+            &poll("vote", &format!(r#""option":{n},"poll":"{open}","#)),
+        )
+    };
     vote(&carol, 1).expect("carol votes");
     refused_by(vote(&carol, 0), "polls", "already voted");
     refused_by(vote(&alice, 2), "polls", "out of range");
     vote(&alice, 0).expect("alice votes");
-    let text = w.send(&alice, r#"{"body":"hi","type":"text/plain"}"#).expect("text");
-    refused_by(w.send(&alice, &poll("vote", &format!(r#""option":0,"poll":"{text}","#))), "polls", "not the opening of a poll");
+    let text = w
+        .send(&alice, r#"{"body":"hi","type":"text/plain"}"#)
+        .expect("text");
+    refused_by(
+        w.send(
+            &alice,
+            &poll("vote", &format!(r#""option":0,"poll":"{text}","#)),
+        ),
+        "polls",
+        "not the opening of a poll",
+    );
     let close = |who: &Person| w.send(who, &poll("close", &format!(r#""poll":"{open}","#)));
     refused_by(close(&carol), "polls", "only the poll's author or an admin");
     close(&bob).expect("the author closes");
     refused_by(close(&alice), "polls", "already closed");
     refused_by(vote(&bob, 0), "polls", "is closed");
     // An admin closes someone else's poll.
-    let open2 = w.send(&carol, &poll("open", r#""options":["x","y","z"],"question":"?","#)).expect("open");
-    w.send(&alice, &poll("close", &format!(r#""poll":"{open2}","#))).expect("an admin closes");
-    refused_by(w.send(&alice, &poll("reopen", r#""poll":"x","#)), "polls", "unknown poll action");
+    let open2 = w
+        .send(
+            &carol,
+            &poll("open", r#""options":["x","y","z"],"question":"?","#),
+        )
+        .expect("open");
+    w.send(&alice, &poll("close", &format!(r#""poll":"{open2}","#)))
+        .expect("an admin closes");
+    refused_by(
+        w.send(&alice, &poll("reopen", r#""poll":"x","#)),
+        "polls",
+        "unknown poll action",
+    );
 }
 
 #[test]
 fn edits_only_by_the_author_of_an_earlier_text() {
     let (alice, bob, _, w) = setup();
-    let text = w.send(&alice, r#"{"body":"helo","type":"text/plain"}"#).expect("text");
+    let text = w
+        .send(&alice, r#"{"body":"helo","type":"text/plain"}"#)
+        .expect("text");
     let edit = |who: &Person, target: &str| {
-        w.send(who, &format!(r#"{{"body":"hello","edit":"{target}","type":"application/edited-message"}}"#))
+        w.send(
+            who,
+            &format!(r#"{{"body":"hello","edit":"{target}","type":"application/edited-message"}}"#),
+        )
     };
     edit(&alice, &text.to_string()).expect("the author edits");
     refused_by(edit(&bob, &text.to_string()), "edits", "was not written by");
-    refused_by(edit(&alice, "0123456789abcdef0123456789abcdef01234567"), "edits", "not an earlier commit");
+    refused_by(
+        edit(&alice, "0123456789abcdef0123456789abcdef01234567"),
+        "edits",
+        "not an earlier commit",
+    );
 }
 
 #[test]
 fn reactions_go_to_earlier_messages() {
     let (alice, bob, _, w) = setup();
-    let text = w.send(&alice, r#"{"body":"news","type":"text/plain"}"#).expect("text");
+    let text = w
+        .send(&alice, r#"{"body":"news","type":"text/plain"}"#)
+        .expect("text");
     let react = |body: &str, target: &str| {
-        w.send(&bob, &format!(r#"{{"body":"{body}","react-to":"{target}","type":"application/reaction+json"}}"#))
+        w.send(
+            &bob,
+            &format!(
+                r#"{{"body":"{body}","react-to":"{target}","type":"application/reaction+json"}}"#
+            ),
+        )
     };
     react("👍", &text.to_string()).expect("a reaction");
-    refused_by(react("", &text.to_string()), "reactions", "1 to 32 characters");
-    refused_by(react("👍", "0123456789abcdef0123456789abcdef01234567"), "reactions", "not an earlier commit");
+    refused_by(
+        react("", &text.to_string()),
+        "reactions",
+        "1 to 32 characters",
+    );
+    refused_by(
+        react("👍", "0123456789abcdef0123456789abcdef01234567"),
+        "reactions",
+        "not an earlier commit",
+    );
 }
 
 #[test]
 fn call_history_takes_both_shapes_of_the_seed() {
     let (alice, _, _, w) = setup();
-    w.send(&alice, r#"{"duration":"1200","to":"x","type":"application/call-history+json"}"#).expect("1:1");
-    w.send(&alice, r#"{"confId":"c","device":"d","type":"application/call-history+json","uri":"u"}"#).expect("conference");
-    refused_by(w.send(&alice, r#"{"to":"x","type":"application/call-history+json"}"#), "call-history", "expected");
+    w.send(
+        &alice,
+        r#"{"duration":"1200","to":"x","type":"application/call-history+json"}"#,
+    )
+    .expect("1:1");
+    w.send(
+        &alice,
+        r#"{"confId":"c","device":"d","type":"application/call-history+json","uri":"u"}"#,
+    )
+    .expect("conference");
+    refused_by(
+        w.send(
+            &alice,
+            r#"{"to":"x","type":"application/call-history+json"}"#,
+        ),
+        "call-history",
+        "expected",
+    );
 }
 
 #[test]
@@ -110,5 +196,8 @@ fn a_plugin_is_compiled_once_per_host() {
     let again = host.load("polls", builtin::POLLS).expect("loads");
     let second = t1.elapsed();
     assert_eq!(again.sha256().len(), 64);
-    assert!(second * 5 < first, "second load {second:?} is not much cheaper than the first {first:?}");
+    assert!(
+        second * 5 < first,
+        "second load {second:?} is not much cheaper than the first {first:?}"
+    );
 }

@@ -42,50 +42,110 @@ fn native_and_plugin_validators_agree() {
     let initial = w.head();
     w.add_member(&alice, &bob);
     let member_commit = w.head();
-    let text_a = w.send(&alice, r#"{"body":"a","type":"text/plain"}"#).expect("text");
-    let text_b = w.send(&bob, r#"{"body":"b","type":"text/plain"}"#).expect("text");
+    let text_a = w
+        .send(&alice, r#"{"body":"a","type":"text/plain"}"#)
+        .expect("text");
+    let text_b = w
+        .send(&bob, r#"{"body":"b","type":"text/plain"}"#)
+        .expect("text");
     let edit_a = w
-        .send(&alice, &format!(r#"{{"body":"a2","edit":"{text_a}","type":"application/edited-message"}}"#))
+        .send(
+            &alice,
+            &format!(r#"{{"body":"a2","edit":"{text_a}","type":"application/edited-message"}}"#),
+        )
         .expect("edit");
     let targets: Vec<Value> = [initial, member_commit, text_a, text_b, edit_a]
         .iter()
         .map(|c| json!(c.to_string()))
-        .chain([json!("0123456789abcdef0123456789abcdef01234567"), json!("nope"), json!(7)])
+        .chain([
+            json!("0123456789abcdef0123456789abcdef01234567"),
+            json!("nope"),
+            json!(7),
+        ])
         .collect();
-    let strings = vec![json!("1200"), json!("0"), json!(""), json!("12a"), json!("123456789012345678901"), json!("x"), json!(3)];
-    let edit = (field(vec![json!("new text"), json!(""), json!(1)]), field(targets))
-        .prop_map(|(body, edit)| object("application/edited-message", vec![("body", body), ("edit", edit)]));
+    let strings = vec![
+        json!("1200"),
+        json!("0"),
+        json!(""),
+        json!("12a"),
+        json!("123456789012345678901"),
+        json!("x"),
+        json!(3),
+    ];
+    let edit = (
+        field(vec![json!("new text"), json!(""), json!(1)]),
+        field(targets),
+    )
+        .prop_map(|(body, edit)| {
+            object(
+                "application/edited-message",
+                vec![("body", body), ("edit", edit)],
+            )
+        });
     let s = || field(strings.clone());
     let call = (s(), s(), s(), s(), s()).prop_map(|(to, duration, uri, device, conf)| {
         object(
             "application/call-history+json",
-            vec![("to", to), ("duration", duration), ("uri", uri), ("device", device), ("confId", conf)],
+            vec![
+                ("to", to),
+                ("duration", duration),
+                ("uri", uri),
+                ("device", device),
+                ("confId", conf),
+            ],
         )
     });
     // Near-valid shapes too, so that both verdicts are frequent: an edit of one of alice's
     // texts (valid from alice only), each call-history shape with one field drawn freely.
     let own = proptest::sample::select(vec![json!(text_a.to_string()), json!(edit_a.to_string())])
-        .prop_map(|t| object("application/edited-message", vec![("body", Some(json!("x"))), ("edit", Some(t))]));
+        .prop_map(|t| {
+            object(
+                "application/edited-message",
+                vec![("body", Some(json!("x"))), ("edit", Some(t))],
+            )
+        });
     let v = |x: &str| Some(json!(x));
     let one_to_one = s().prop_map(move |d| {
-        object("application/call-history+json", vec![("to", v("x")), ("duration", d)])
+        object(
+            "application/call-history+json",
+            vec![("to", v("x")), ("duration", d)],
+        )
     });
     let conference = (s(), s()).prop_map(move |(d, c)| {
         object(
             "application/call-history+json",
-            vec![("uri", v("u")), ("device", v("d")), ("confId", c), ("duration", d)],
+            vec![
+                ("uri", v("u")),
+                ("device", v("d")),
+                ("confId", c),
+                ("duration", d),
+            ],
         )
     });
-    let strategy = (any::<bool>(), prop_oneof![edit, call, own, one_to_one, conference]);
+    let strategy = (
+        any::<bool>(),
+        prop_oneof![edit, call, own, one_to_one, conference],
+    );
     let (accepted, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
-    let mut runner = TestRunner::new(Config { cases: 3000, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 3000,
+        failure_persistence: None,
+        ..Config::default()
+    });
     runner
         .run(&strategy, |(by_alice, msg)| {
             let who = if by_alice { &alice } else { &bob };
             let d = w.draft(who, &msg);
             let n = w.verdict(&native, &d);
             let p = w.verdict(&plugins, &d);
-            prop_assert_eq!(n.is_ok(), p.is_ok(), "{}: native {:?}, plugin {:?}", msg, n, p);
+            prop_assert_eq!(
+                n.is_ok(),
+                p.is_ok(),
+                "{}: native {:?}, plugin {:?}",
+                msg,
+                n,
+                p
+            );
             let counter = if n.is_ok() { &accepted } else { &refused };
             counter.set(counter.get() + 1);
             Ok(())
@@ -93,5 +153,8 @@ fn native_and_plugin_validators_agree() {
         .expect("the validators agree");
     // Both verdicts are well represented, so agreement is not trivial.
     let (accepted, refused) = (accepted.get(), refused.get());
-    assert!(accepted > 300 && refused > 300, "accepted {accepted}, refused {refused}");
+    assert!(
+        accepted > 300 && refused > 300,
+        "accepted {accepted}, refused {refused}"
+    );
 }

@@ -22,14 +22,19 @@ fn refusal(name: &str, wasm: &[u8]) -> (Violation, Duration) {
     let host = Host::new().expect("host");
     let plugin = host.load(name, wasm).expect("the hostile plugin loads");
     let alice = Person::new("alice");
-    let w = W::new(&alice, Mode::InvitesOnly, engine_with(vec![Arc::new(plugin) as Arc<dyn MessageType>]));
+    let w = W::new(
+        &alice,
+        Mode::InvitesOnly,
+        engine_with(vec![Arc::new(plugin) as Arc<dyn MessageType>]),
+    );
     let start = Instant::now();
     let v = w
         .receive(w.draft(&alice, &format!(r#"{{"type":"{HOSTILE}"}}"#)))
         .expect_err("the hostile plugin's commit is refused");
     let took = start.elapsed();
     // The node keeps running: the same conversation still takes ordinary messages.
-    w.send(&alice, r#"{"body":"still here","type":"text/plain"}"#).expect("a text after the refusal");
+    w.send(&alice, r#"{"body":"still here","type":"text/plain"}"#)
+        .expect("a text after the refusal");
     (v, took)
 }
 
@@ -49,22 +54,36 @@ fn a_well_behaved_hand_written_plugin_accepts() {
     let plugin = host.load("polite", &hostile(HOSTILE, OK)).expect("loads");
     assert_eq!(plugin.owned_types(), [HOSTILE.to_string()]);
     let alice = Person::new("alice");
-    let w = W::new(&alice, Mode::InvitesOnly, engine_with(vec![Arc::new(plugin) as Arc<dyn MessageType>]));
-    w.receive(w.draft(&alice, &format!(r#"{{"type":"{HOSTILE}"}}"#))).expect("accepted");
+    let w = W::new(
+        &alice,
+        Mode::InvitesOnly,
+        engine_with(vec![Arc::new(plugin) as Arc<dyn MessageType>]),
+    );
+    w.receive(w.draft(&alice, &format!(r#"{{"type":"{HOSTILE}"}}"#)))
+        .expect("accepted");
 }
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel() {
-    let (v, took) = refusal("looper", &hostile(HOSTILE, "(loop $l (br $l)) i32.const 1024"));
+    let (v, took) = refusal(
+        "looper",
+        &hostile(HOSTILE, "(loop $l (br $l)) i32.const 1024"),
+    );
     assert_refused(&v, "looper", "ran out of fuel");
-    assert!(took < Duration::from_secs(20), "the loop was stopped in {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the loop was stopped in {took:?}"
+    );
 }
 
 #[test]
 fn a_memory_grow_bomb_hits_the_memory_limit() {
     let (v, _) = refusal(
         "bomber",
-        &hostile(HOSTILE, "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) i32.const 1024"),
+        &hostile(
+            HOSTILE,
+            "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) i32.const 1024",
+        ),
     );
     assert_refused(&v, "bomber", "memory");
 }
@@ -97,7 +116,13 @@ fn a_malformed_answer_is_refused() {
     let (v, _) = refusal("liar", &hostile(HOSTILE, body));
     assert_refused(&v, "liar", "out of bounds");
     // A result discriminant that is neither ok nor err.
-    let (v, _) = refusal("mumbler", &hostile(HOSTILE, "(i32.store8 (i32.const 1536) (i32.const 7)) i32.const 1536"));
+    let (v, _) = refusal(
+        "mumbler",
+        &hostile(
+            HOSTILE,
+            "(i32.store8 (i32.const 1536) (i32.const 7)) i32.const 1536",
+        ),
+    );
     assert_refused(&v, "mumbler", "discriminant");
 }
 
@@ -119,7 +144,10 @@ fn claiming_a_built_in_type_is_refused_at_load() {
 fn something_that_is_not_a_component_is_refused_at_load() {
     let host = Host::new().expect("host");
     let core = common::hostile_module(HOSTILE, OK);
-    for (what, bytes) in [("garbage", &b"\0asm garbage"[..]), ("a core module", &core[..])] {
+    for (what, bytes) in [
+        ("garbage", &b"\0asm garbage"[..]),
+        ("a core module", &core[..]),
+    ] {
         match host.load(what, bytes) {
             Err(e @ LoadError::NotAPlugin { .. }) => assert!(e.to_string().contains(what), "{e}"),
             other => panic!("{what} must be refused, got {other:?}"),
@@ -137,7 +165,9 @@ fn a_component_importing_anything_is_refused_at_load() {
     )
     .expect("component WAT");
     match Host::new().expect("host").load("wasi-user", &wasm) {
-        Err(e @ LoadError::NotAPlugin { .. }) => assert!(e.to_string().contains("wasi-user"), "{e}"),
+        Err(e @ LoadError::NotAPlugin { .. }) => {
+            assert!(e.to_string().contains("wasi-user"), "{e}")
+        }
         other => panic!("expected NotAPlugin, got {other:?}"),
     }
 }
@@ -146,5 +176,8 @@ fn a_component_importing_anything_is_refused_at_load() {
 fn an_oversized_component_is_refused_at_load() {
     let host = Host::new().expect("host");
     let big = vec![0u8; host.limits().max_component_bytes + 1];
-    assert!(matches!(host.load("fat", &big), Err(LoadError::TooLarge { .. })));
+    assert!(matches!(
+        host.load("fat", &big),
+        Err(LoadError::TooLarge { .. })
+    ));
 }

@@ -34,7 +34,12 @@ pub fn engine_with(types: Vec<Arc<dyn MessageType>>) -> Arc<Engine> {
 /// An engine running every built-in plugin.
 pub fn plugin_engine(host: &Host) -> Arc<Engine> {
     let plugins = builtin::load_all(host).expect("the built-in plugins load");
-    engine_with(plugins.into_iter().map(|p| p as Arc<dyn MessageType>).collect())
+    engine_with(
+        plugins
+            .into_iter()
+            .map(|p| p as Arc<dyn MessageType>)
+            .collect(),
+    )
 }
 
 impl W {
@@ -44,7 +49,9 @@ impl W {
         Self { st, conv, engine }
     }
     pub fn repo(&self) -> Repo<'_> {
-        Repo::open(&self.st, self.conv).expect("open").with_engine(self.engine.clone())
+        Repo::open(&self.st, self.conv)
+            .expect("open")
+            .with_engine(self.engine.clone())
     }
     pub fn head(&self) -> CommitId {
         self.st.head(&self.conv).expect("head").expect("a head")
@@ -56,7 +63,9 @@ impl W {
     }
     /// A signed commit on the head with this message, not validated.
     pub fn draft(&self, who: &Person, msg: &str) -> Draft {
-        self.repo().draft(&who.signer(), &[self.head()], msg, &[], false, T).expect("draft")
+        self.repo()
+            .draft(&who.signer(), &[self.head()], msg, &[], false, T)
+            .expect("draft")
     }
     /// Receives `d`; on refusal checks that nothing was stored and returns the violation.
     pub fn receive(&self, d: Draft) -> Result<CommitId, Violation> {
@@ -85,7 +94,10 @@ impl W {
 
 /// Little-endian bytes of `n` as a WAT data string.
 fn le(n: u32) -> String {
-    n.to_le_bytes().iter().map(|b| format!("\\{b:02x}")).collect()
+    n.to_le_bytes()
+        .iter()
+        .map(|b| format!("\\{b:02x}"))
+        .collect()
 }
 
 /// The type the hostile plugins own.
@@ -135,7 +147,9 @@ pub fn componentize(mut module: Vec<u8>) -> Vec<u8> {
     let (pkg, _) = resolve
         .push_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/wit"))
         .expect("the WIT package parses");
-    let world = resolve.select_world(&[pkg], Some("message-type")).expect("the world");
+    let world = resolve
+        .select_world(&[pkg], Some("message-type"))
+        .expect("the world");
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,
@@ -177,7 +191,10 @@ impl W {
     pub fn verdict(&self, engine: &Engine, d: &Draft) -> Result<(), Violation> {
         let src = Overlay {
             new: d.objects.iter().map(|o| (o.id(), o.clone())).collect(),
-            base: swarm_api::storage::ConversationObjects { storage: &self.st, conv: self.conv },
+            base: swarm_api::storage::ConversationObjects {
+                storage: &self.st,
+                conv: self.conv,
+            },
         };
         let known = |id: &CommitId| !src.new.contains_key(&id.object_id());
         engine

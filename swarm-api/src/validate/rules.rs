@@ -530,7 +530,9 @@ impl<'a> Ctx<'a> {
             rest.push(d);
         }
         match body.kind() {
-            body::types::PLUGIN_INSTALL => return self.check_plugin_install(parent, &signer, &rest),
+            body::types::PLUGIN_INSTALL => {
+                return self.check_plugin_install(parent, &signer, &rest)
+            }
             body::types::PLUGIN_REMOVE => return self.check_plugin_remove(&signer, &rest),
             _ => {}
         }
@@ -957,7 +959,11 @@ impl Ctx<'_> {
     }
 
     /// The plugin pinned at `parent` that owns `kind`, if any.
-    fn pinned_for(&self, parent: &State, kind: &str) -> Result<Option<Arc<dyn MessageType>>, Violation> {
+    fn pinned_for(
+        &self,
+        parent: &State,
+        kind: &str,
+    ) -> Result<Option<Arc<dyn MessageType>>, Violation> {
         if !parent.files.keys().any(|p| p.starts_with("plugins/")) {
             return Ok(None);
         }
@@ -988,7 +994,8 @@ impl Ctx<'_> {
                 paths(rest)
             )));
         };
-        let (Some(Path::Plugin(sha)), None, Some(new)) = (Path::parse(&d.path), d.old, d.new) else {
+        let (Some(Path::Plugin(sha)), None, Some(new)) = (Path::parse(&d.path), d.old, d.new)
+        else {
             return Err(Violation::PluginFiles(format!(
                 "an install adds exactly one plugins/<sha256>.wasm, not {}",
                 d.path
@@ -1028,7 +1035,9 @@ impl Ctx<'_> {
             return Err(Violation::PluginByNonAdmin(signer.account));
         }
         match rest {
-            [d] if d.new.is_none() && matches!(Path::parse(&d.path), Some(Path::Plugin(_))) => Ok(()),
+            [d] if d.new.is_none() && matches!(Path::parse(&d.path), Some(Path::Plugin(_))) => {
+                Ok(())
+            }
             _ => Err(Violation::PluginFiles(format!(
                 "a removal deletes exactly one plugins/<sha256>.wasm, not {:?}",
                 paths(rest)

@@ -34,7 +34,7 @@ use swarm_api::ops;
 use swarm_api::repo::FileChange;
 use swarm_api::repo::{create_conversation, Repo};
 use swarm_api::storage::Storage;
-use swarm_api::validate::State;
+use swarm_api::validate::{Engine, State};
 use swarm_api::{AccountUri, ConversationId};
 
 #[derive(Parser)]
@@ -340,6 +340,9 @@ struct App {
     backend: Option<Backend>,
     /// The storage of a running server (commands run through it use it, not their own).
     shared: Option<Arc<dyn Storage>>,
+    /// The validation engine (built-in and added plugins), made on first use or given by a
+    /// running server.
+    engine: std::cell::OnceCell<Arc<Engine>>,
     /// Output collected for a control client instead of printed.
     capture: Option<RefCell<String>>,
 }
@@ -351,8 +354,19 @@ impl App {
             json,
             backend,
             shared: None,
+            engine: std::cell::OnceCell::new(),
             capture: None,
         }
+    }
+
+    /// The engine every command of this home validates with (DESIGN §7: edits, reactions,
+    /// call history and polls by the built-in plugins, plus the plugins added to the home).
+    fn engine(&self) -> Result<Arc<Engine>> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e.clone());
+        }
+        let e = plugins::engine(&self.home.dir)?;
+        Ok(self.engine.get_or_init(|| e).clone())
     }
 
     fn storage(&self) -> Result<Arc<dyn Storage>> {
@@ -371,32 +385,50 @@ impl App {
             }
             e => anyhow::Error::from(e),
         })?;
-        Ok(repo.with_engine(plugins::engine(&self.home.dir)?))
+        Ok(repo.with_engine(self.engine()?))
     }
 
     fn plugin(&self, cmd: plugins::PluginCommand) -> Result<()> {
         use plugins::PluginCommand as P;
         match cmd {
             P::List { conv } => {
-                let storage = match conv { Some(_) => Some(self.storage()?), None => None };
+                let storage = match conv {
+                    Some(_) => Some(self.storage()?),
+                    None => None,
+                };
                 let repo = match (&storage, &conv) {
                     (Some(st), Some(c)) => Some(self.repo(st.as_ref(), c)?),
                     _ => None,
                 };
-                let pinned = match &repo { Some(r) => Some((r, r.head()?)), None => None };
+                let pinned = match &repo {
+                    Some(r) => Some((r, r.head()?)),
+                    None => None,
+                };
                 let list = plugins::list(&self.home.dir, pinned)?;
                 self.out(json!({"plugins": list}), || {
                     list.iter()
-                        .map(|p| format!("{} {} {} {}", p["origin"].as_str().unwrap_or_default(),
-                            p["sha256"].as_str().unwrap_or_default(), p["name"].as_str().unwrap_or_default(),
-                            p["types"]))
+                        .map(|p| {
+                            format!(
+                                "{} {} {} {}",
+                                p["origin"].as_str().unwrap_or_default(),
+                                p["sha256"].as_str().unwrap_or_default(),
+                                p["name"].as_str().unwrap_or_default(),
+                                p["types"]
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("\n")
                 });
             }
             P::Add { file } => {
                 let p = plugins::add(&self.home.dir, &file)?;
-                self.out(p.clone(), || format!("added {} {}", p["sha256"].as_str().unwrap_or_default(), p["types"]));
+                self.out(p.clone(), || {
+                    format!(
+                        "added {} {}",
+                        p["sha256"].as_str().unwrap_or_default(),
+                        p["types"]
+                    )
+                });
             }
             P::Pin { conv, file } => {
                 self.commit_op(&conv, |_, _, _| plugins::pin(&file))?;
@@ -495,7 +527,7 @@ impl App {
             }
             Command::Conv(ConvCommand::Import { dir }) => {
                 let storage = self.storage()?;
-                match transfer::import(storage.as_ref(), &dir)? {
+                match transfer::import(storage.as_ref(), &*self.engine()?, &dir)? {
                     transfer::Imported::New {
                         conv,
                         head,
@@ -686,7 +718,7 @@ impl App {
             Command::Verify { path, format } => {
                 let opened = reader::open(&path, format)?;
                 let (conv, format) = (opened.conv, opened.scheme.name());
-                match opened.verify() {
+                match opened.verify(&opened.engine()?) {
                     Ok(n) => {
                         self.out(
                             json!({"ok": true, "commits": n, "conversation": conv, "format": format}),
@@ -754,7 +786,7 @@ impl App {
     ) -> Result<()> {
         let opened = reader::open(path, format)?;
         let scheme = opened.scheme.name();
-        let verified = match opened.verify() {
+        let verified = match opened.verify(&opened.engine()?) {
             Ok(_) => true,
             Err(r) if no_verify => {
                 eprintln!(

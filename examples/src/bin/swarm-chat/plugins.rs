@@ -53,7 +53,10 @@ fn plugins_dir(home: &Path) -> PathBuf {
 
 /// The plugin host of a home: compiled components are cached on disk in the home.
 pub fn host(home: &Path) -> Result<Arc<Host>> {
-    let config = HostConfig { cache_dir: Some(home.join("plugin-cache")), ..HostConfig::default() };
+    let config = HostConfig {
+        cache_dir: Some(home.join("plugin-cache")),
+        ..HostConfig::default()
+    };
     Ok(Arc::new(Host::with_config(config)?))
 }
 
@@ -71,8 +74,12 @@ fn added(host: &Host, home: &Path) -> Result<Vec<Plugin>> {
         if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
             continue;
         }
-        let wasm = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let wasm =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin");
         out.push(host.load(name, &wasm)?);
     }
     Ok(out)
@@ -82,7 +89,11 @@ fn added(host: &Host, home: &Path) -> Result<Vec<Plugin>> {
 pub fn engine(home: &Path) -> Result<Arc<Engine>> {
     let host = host(home)?;
     let extra = added(&host, home)?;
-    Ok(Arc::new(swarm_plugins::engine(host, Limits::default(), extra)?))
+    Ok(Arc::new(swarm_plugins::engine(
+        host,
+        Limits::default(),
+        extra,
+    )?))
 }
 
 fn describe(p: &Plugin, origin: &str) -> Value {
@@ -90,12 +101,21 @@ fn describe(p: &Plugin, origin: &str) -> Value {
 }
 
 /// Lists the plugins; `pinned` are those of a conversation's head, if asked.
-pub fn list(home: &Path, pinned: Option<(&Repo<'_>, swarm_api::id::CommitId)>) -> Result<Vec<Value>> {
+pub fn list(
+    home: &Path,
+    pinned: Option<(&Repo<'_>, swarm_api::id::CommitId)>,
+) -> Result<Vec<Value>> {
     let host = host(home)?;
-    let mut out: Vec<Value> = builtin::load_all(&host)?.iter().map(|p| describe(p, "built-in")).collect();
+    let mut out: Vec<Value> = builtin::load_all(&host)?
+        .iter()
+        .map(|p| describe(p, "built-in"))
+        .collect();
     out.extend(added(&host, home)?.iter().map(|p| describe(p, "added")));
     if let Some((repo, head)) = pinned {
-        for (path, blob) in repo.files(&head)?.range::<String, _>("plugins/".to_owned().."plugins0".to_owned()) {
+        for (path, blob) in repo
+            .files(&head)?
+            .range::<String, _>("plugins/".to_owned().."plugins0".to_owned())
+        {
             let wasm = repo.blob(blob)?;
             let p = host.load(path, &wasm)?;
             out.push(describe(&p, "pinned"));
@@ -108,7 +128,10 @@ pub fn list(home: &Path, pinned: Option<(&Repo<'_>, swarm_api::id::CommitId)>) -
 pub fn add(home: &Path, file: &Path) -> Result<Value> {
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let host = host(home)?;
-    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
     let p = host.load(name, &wasm)?;
     let dir = plugins_dir(home);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -134,12 +157,18 @@ pub fn unpin(sha256: &str) -> Result<(Body, Vec<FileChange>)> {
         return Err(anyhow!("{sha256:?} is not a SHA-256 (64 hex digits)"));
     }
     let body = Body::parse(&json!({"type": types::PLUGIN_REMOVE}).to_string())?;
-    Ok((body, vec![FileChange::Delete(layout::plugin(&sha256.to_ascii_lowercase()))]))
+    Ok((
+        body,
+        vec![FileChange::Delete(layout::plugin(
+            &sha256.to_ascii_lowercase(),
+        ))],
+    ))
 }
 
 /// The body of `send --type T BODY`: the JSON object `json` with `type` set to `kind`.
 pub fn custom_body(kind: &str, json: &str) -> Result<Body> {
-    let mut v: Value = serde_json::from_str(json).with_context(|| format!("the body is not JSON: {json}"))?;
+    let mut v: Value =
+        serde_json::from_str(json).with_context(|| format!("the body is not JSON: {json}"))?;
     let Some(o) = v.as_object_mut() else {
         return Err(anyhow!("the body must be a JSON object, not {json}"));
     };

@@ -2,6 +2,7 @@
 //! `swarm-chat verify PATH` and `swarm-chat log --repo PATH`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
 use swarm_api::commit::Scheme;
@@ -10,6 +11,7 @@ use swarm_api::validate::{Engine, Limits, Profile, Rejection};
 use swarm_api::view::{read_history, transcript, Entry};
 use swarm_api::ConversationId;
 use swarm_git::GitRepoReader;
+use swarm_plugins::Host;
 
 /// The most commits `verify`/`log --repo` read.
 const MAX_COMMITS: usize = 10_000_000;
@@ -62,9 +64,17 @@ pub fn open(path: &Path, format: Format) -> Result<Opened> {
 }
 
 impl Opened {
-    /// Validates the whole history with the rule profile of its scheme.
-    pub fn verify(&self) -> Result<usize, Rejection> {
-        Engine::with_profile(Profile::of(self.scheme), Limits::default())
+    /// The engine this repository is checked with: the rule profile of its scheme and the
+    /// built-in plugins (edits, reactions, call history, polls), as every home runs them.
+    pub fn engine(&self) -> Result<Engine> {
+        let mut engine = Engine::with_profile(Profile::of(self.scheme), Limits::default());
+        swarm_plugins::install(&mut engine, Arc::new(Host::new()?), Vec::new())?;
+        Ok(engine)
+    }
+
+    /// Validates the whole history with `engine` (see [`Opened::engine`]).
+    pub fn verify(&self, engine: &Engine) -> Result<usize, Rejection> {
+        engine
             .verify(self.conv, &self.reader, self.head)
             .map(|v| v.commits().len())
     }

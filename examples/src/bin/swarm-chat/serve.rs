@@ -222,6 +222,8 @@ impl Dial {
 struct Server {
     home: Home,
     storage: Arc<dyn Storage>,
+    /// The validation engine of the node and of every command run through the server.
+    engine: Arc<Engine>,
     node: Node,
     quic: QuicTransport,
     gate: Arc<Gate>,
@@ -280,11 +282,12 @@ async fn serve(app: &App, options: Options) -> Result<()> {
         invites,
     });
     let (uri, device) = (me.account.uri(), me.device.id());
+    let engine = app.engine()?;
     let node = Node::new(
         me,
         storage.clone(),
         gate.clone(),
-        Arc::new(Engine::default()),
+        engine.clone(),
         NodeConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -294,6 +297,7 @@ async fn serve(app: &App, options: Options) -> Result<()> {
     let server = Arc::new(Server {
         home: app.home.clone(),
         storage,
+        engine,
         node: node.clone(),
         quic,
         gate,
@@ -404,6 +408,7 @@ impl Server {
         let stdout = tokio::task::spawn_blocking(move || {
             let mut app = App::new(server.home.clone(), json, backend);
             app.shared = Some(server.storage.clone());
+            app.engine = server.engine.clone().into();
             app.capture = Some(Default::default());
             app.run(command)?;
             Ok(app.capture.map(|c| c.into_inner()).unwrap_or_default())

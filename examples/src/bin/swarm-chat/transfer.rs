@@ -118,12 +118,12 @@ pub enum Imported {
 
 /// Imports the Git repository at `dir` into `storage`, after validating the whole history
 /// from its initial commit. Nothing is stored if one commit is refused.
-pub fn import(storage: &dyn Storage, dir: &Path) -> Result<Imported> {
+pub fn import(storage: &dyn Storage, engine: &Engine, dir: &Path) -> Result<Imported> {
     let reader = GitRepoReader::open(dir)
         .with_context(|| format!("cannot open a Git repository at {}", dir.display()))?;
     let head = reader.head()?;
     let conv = ConversationId(reader.root(10_000_000)?);
-    let validated = Engine::default().verify(conv, &reader, head).map_err(|r| {
+    let validated = engine.verify(conv, &reader, head).map_err(|r| {
         anyhow!(
             "not imported: commit {} refused by rule {}: {}",
             r.commit,
