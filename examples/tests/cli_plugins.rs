@@ -37,6 +37,17 @@ fn plugin_types_are_sent_validated_listed_and_pinned() {
     let poll = r#"{"action":"open","question":"Lunch?","options":["pizza","sushi"]}"#;
     let sent = ok(h, &["send", &conv, "--type", "application/poll+json", poll]);
     assert_eq!(sent["commit"].as_str().map(str::len), Some(40));
+    // `log` shows the plugin's one-line summary next to the body.
+    let log = ok(h, &["log", &conv]);
+    let entry = log["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["id"] == sent["commit"])
+        .cloned()
+        .expect("the poll is in the log");
+    assert_eq!(entry["type"], "application/poll+json");
+    assert_eq!(entry["summary"], "poll: Lunch?", "{entry}");
     let bad = run(
         h,
         &[

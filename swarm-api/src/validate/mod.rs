@@ -518,6 +518,13 @@ impl Engine {
         }
     }
 
+    /// A one-line text for a commit of a registered type (a plugin's `summary`), for
+    /// clients that do not know the type; `None` for built-in types and when the owner has
+    /// none.
+    pub fn summary(&self, body: &Body) -> Option<String> {
+        self.types.get(body.kind())?.summary(body)
+    }
+
     /// The rule profile.
     pub fn profile(&self) -> Profile {
         self.profile

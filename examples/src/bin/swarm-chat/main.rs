@@ -579,7 +579,7 @@ impl App {
                 let conv = conv.ok_or_else(|| anyhow!("a conversation id or --repo is needed"))?;
                 let storage = self.storage()?;
                 let repo = self.repo(storage.as_ref(), &conv)?;
-                let entries = log_entries(&repo, limit)?;
+                let entries = log_entries(&repo, &*self.engine()?, limit)?;
                 self.out(json!({"messages": entries}), || {
                     entries
                         .iter()
@@ -590,7 +590,10 @@ impl App {
                                 e["author"].as_str().unwrap_or("?"),
                                 e["device"].as_str().unwrap_or_default(),
                                 e["type"].as_str().unwrap_or_default(),
-                                e["body"].as_str().unwrap_or_default()
+                                e["summary"]
+                                    .as_str()
+                                    .or(e["body"].as_str())
+                                    .unwrap_or_default()
                             )
                         })
                         .collect::<Vec<_>>()
@@ -873,7 +876,8 @@ impl App {
 }
 
 /// The log as JSON entries (id, author uri, device, type, body), oldest first.
-fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
+/// The messages of `repo` in display order; a plugin type carries the plugin's `summary`.
+fn log_entries(repo: &Repo<'_>, engine: &Engine, limit: Option<usize>) -> Result<Vec<Value>> {
     let history = repo.history()?;
     let devices = repo.device_certs(&repo.head()?)?;
     let skip = limit.map_or(0, |n| history.len().saturating_sub(n));
@@ -882,12 +886,12 @@ fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
         .skip(skip)
         .map(|c| {
             let author = devices.get(&c.device).and_then(|d| d.claimed_account());
-            let (kind, body) = match Body::parse(&c.message) {
-                Ok(Body::Text(t)) => ("text/plain".to_owned(), t.body),
-                Ok(b) => (b.kind().to_owned(), c.message.clone()),
-                Err(_) => ("merge".to_owned(), c.message.clone()),
+            let (kind, body, summary) = match Body::parse(&c.message) {
+                Ok(Body::Text(t)) => ("text/plain".to_owned(), t.body, None),
+                Ok(b) => (b.kind().to_owned(), c.message.clone(), engine.summary(&b)),
+                Err(_) => ("merge".to_owned(), c.message.clone(), None),
             };
-            json!({
+            let mut entry = json!({
                 "id": c.id,
                 "author": author,
                 "name": c.author_name,
@@ -895,7 +899,11 @@ fn log_entries(repo: &Repo<'_>, limit: Option<usize>) -> Result<Vec<Value>> {
                 "type": kind,
                 "body": body,
                 "time": c.time,
-            })
+            });
+            if let Some(s) = summary {
+                entry["summary"] = json!(s);
+            }
+            entry
         })
         .collect())
 }
@@ -920,7 +928,7 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     ] {
         repo.append(&alice.signer(), &Body::text(text), &[], now_secs())?;
     }
-    let entries = log_entries(&repo, None)?;
+    let entries = log_entries(&repo, &Engine::default(), None)?;
     // Check every signature with the device certificates in the repository itself.
     let devices = repo.device_certs(&repo.head()?)?;
     let mut verified = 0;
