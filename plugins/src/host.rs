@@ -124,6 +124,8 @@ pub struct Host {
     linker: Arc<Linker<Data>>,
     limits: PluginLimits,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Components compiled (or taken from the on-disk cache) by this host, for tests.
+    compilations: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Host {
@@ -159,12 +161,19 @@ impl Host {
             linker,
             limits: config.limits,
             compiled: Mutex::new(HashMap::new()),
+            compilations: Default::default(),
         })
     }
 
     /// The limits of every call.
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
+    }
+
+    /// How many components this host has compiled (or read from the on-disk cache): a
+    /// plugin loaded again is taken from memory and not counted.
+    pub fn compilations(&self) -> usize {
+        self.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compiles (or takes from the cache) and checks a plugin: a component of [`WORLD`] whose
@@ -193,6 +202,8 @@ impl Host {
             Some(c) => c,
             None => {
                 let c = Component::from_binary(&self.engine, wasm).map_err(not_a_plugin)?;
+                self.compilations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut m) = self.compiled.lock() {
                     m.insert(digest, c.clone());
                 }

@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::{engine_with, hostile, HOSTILE, W};
 use swarm_api::body::Mode;
@@ -17,8 +16,8 @@ use swarm_plugins::{Host, LoadError};
 const OK: &str = "i32.const 1024";
 
 /// Sends a commit of the hostile type to a conversation whose engine runs `wasm`; returns
-/// the refusal (after checking nothing was stored) and how long it took.
-fn refusal(name: &str, wasm: &[u8]) -> (Violation, Duration) {
+/// the refusal (after checking nothing was stored and the conversation still works).
+fn refusal(name: &str, wasm: &[u8]) -> Violation {
     let host = Host::new().expect("host");
     let plugin = host.load(name, wasm).expect("the hostile plugin loads");
     let alice = Person::new("alice");
@@ -27,15 +26,13 @@ fn refusal(name: &str, wasm: &[u8]) -> (Violation, Duration) {
         Mode::InvitesOnly,
         engine_with(vec![Arc::new(plugin) as Arc<dyn MessageType>]),
     );
-    let start = Instant::now();
     let v = w
         .receive(w.draft(&alice, &format!(r#"{{"type":"{HOSTILE}"}}"#)))
         .expect_err("the hostile plugin's commit is refused");
-    let took = start.elapsed();
     // The node keeps running: the same conversation still takes ordinary messages.
     w.send(&alice, r#"{"body":"still here","type":"text/plain"}"#)
         .expect("a text after the refusal");
-    (v, took)
+    v
 }
 
 fn assert_refused(v: &Violation, name: &str, cause: &str) {
@@ -65,20 +62,18 @@ fn a_well_behaved_hand_written_plugin_accepts() {
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel() {
-    let (v, took) = refusal(
+    // Stopped by the fuel budget (a count of instructions, the same on every peer), not by
+    // a clock.
+    let v = refusal(
         "looper",
         &hostile(HOSTILE, "(loop $l (br $l)) i32.const 1024"),
     );
     assert_refused(&v, "looper", "ran out of fuel");
-    assert!(
-        took < Duration::from_secs(20),
-        "the loop was stopped in {took:?}"
-    );
 }
 
 #[test]
 fn a_memory_grow_bomb_hits_the_memory_limit() {
-    let (v, _) = refusal(
+    let v = refusal(
         "bomber",
         &hostile(
             HOSTILE,
@@ -90,7 +85,7 @@ fn a_memory_grow_bomb_hits_the_memory_limit() {
 
 #[test]
 fn a_trap_refuses_the_commit() {
-    let (v, _) = refusal("trapper", &hostile(HOSTILE, "unreachable"));
+    let v = refusal("trapper", &hostile(HOSTILE, "unreachable"));
     assert_refused(&v, "trapper", "trapped");
 }
 
@@ -102,7 +97,7 @@ fn a_huge_answer_is_refused() {
                 (i32.store (i32.const 1540) (i32.const 65536)) \
                 (i32.store (i32.const 1544) (i32.const 8388608)) \
                 i32.const 1536";
-    let (v, _) = refusal("shouter", &hostile(HOSTILE, body));
+    let v = refusal("shouter", &hostile(HOSTILE, body));
     assert_refused(&v, "shouter", "over the limit");
 }
 
@@ -113,10 +108,10 @@ fn a_malformed_answer_is_refused() {
                 (i32.store (i32.const 1540) (i32.const 2147483000)) \
                 (i32.store (i32.const 1544) (i32.const 100)) \
                 i32.const 1536";
-    let (v, _) = refusal("liar", &hostile(HOSTILE, body));
+    let v = refusal("liar", &hostile(HOSTILE, body));
     assert_refused(&v, "liar", "out of bounds");
     // A result discriminant that is neither ok nor err.
-    let (v, _) = refusal(
+    let v = refusal(
         "mumbler",
         &hostile(
             HOSTILE,
