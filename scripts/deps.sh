@@ -6,8 +6,9 @@ set -euo pipefail
 # Stock git (interop tests run git log / fsck / verify-commit) and ssh-keygen (git's ssh
 # signature verifier); python3 and openssl run the Jami fixtures' signature oracle.
 # transport-dht links OpenDHT's C API (libopendht-c-dev, found through pkg-config; bindgen needs
-# libclang-dev) and its tests start real `dhtnode` processes.
-APT_PACKAGES=(git openssh-client pkg-config python3 openssl dhtnode libopendht-c-dev libclang-dev)
+# libclang-dev) and its tests start real `dhtnode` processes. The plugin host's compile cache
+# links libzstd (libzstd-dev) rather than building it from C.
+APT_PACKAGES=(git openssh-client pkg-config python3 openssl dhtnode libopendht-c-dev libclang-dev libzstd-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
