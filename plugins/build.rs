@@ -10,6 +10,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("edits", "edits"),
     ("call-history", "call_history"),
     ("polls", "polls"),
+    // Not built in: the host's file access is tested with it (tests/files.rs).
+    ("file-probe", "file_probe"),
 ];
 
 fn main() {
@@ -26,7 +28,7 @@ fn main() {
         guests.join("Cargo.lock").display()
     );
     println!("cargo:rerun-if-changed={}", manifest.join("wit").display());
-    for dir in ["guest", "reactions", "edits", "call-history", "polls"] {
+    for dir in ["guest", "reactions", "edits", "call-history", "polls", "file-probe"] {
         println!("cargo:rerun-if-changed={}", guests.join(dir).display());
     }
     // <target>/<profile>/build/<pkg>-<hash>/out → <target>/guests, shared by every profile.

@@ -43,6 +43,8 @@ pub struct PluginLimits {
     pub max_items: usize,
     /// Most commits one `since` request may return; asking for more refuses the commit.
     pub max_since: usize,
+    /// Largest file of the parent tree whose bytes a plugin gets (`file-info.content`).
+    pub max_file_bytes: usize,
 }
 
 impl Default for PluginLimits {
@@ -56,6 +58,7 @@ impl Default for PluginLimits {
             max_text_bytes: 4096,
             max_items: 64,
             max_since: 10_000,
+            max_file_bytes: 64 * 1024,
         }
     }
 }
@@ -518,9 +521,13 @@ fn context(
     let files = needs
         .files
         .iter()
-        .map(|path| wit::FileInfo {
-            path: path.clone(),
-            blob: view.parent.files.get(path).map(ToString::to_string),
+        .map(|path| {
+            let blob = view.parent.files.get(path);
+            wit::FileInfo {
+                path: path.clone(),
+                blob: blob.map(ToString::to_string),
+                content: blob.and_then(|id| view.lookup.read_blob(id, limits.max_file_bytes)),
+            }
         })
         .collect();
     Ok(wit::Context {

@@ -329,6 +329,9 @@ pub trait CommitLookup {
     fn author(&self, id: &CommitId) -> Option<AccountUri>;
     /// Whether `ancestor` is `of` or one of its ancestors.
     fn is_ancestor(&self, ancestor: &CommitId, of: &CommitId) -> bool;
+    /// The bytes of a blob of the conversation (a file of the parent's tree, say), if stored
+    /// and at most `max` bytes.
+    fn read_blob(&self, id: &ObjectId, max: usize) -> Option<Vec<u8>>;
 }
 
 /// A branch that passed validation, oldest first. Only [`Engine::validate_branch`] makes

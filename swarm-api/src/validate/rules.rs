@@ -1325,6 +1325,11 @@ impl CommitLookup for Ctx<'_> {
             .is_ancestor(self.src, ancestor, of)
             .unwrap_or(false)
     }
+
+    fn read_blob(&self, id: &ObjectId, max: usize) -> Option<Vec<u8>> {
+        let obj = self.src.expect(id, ObjKind::Blob).ok()?;
+        (obj.data.len() <= max).then_some(obj.data)
+    }
 }
 
 /// Reads the account a device certificate blob (at a path) belongs to.
