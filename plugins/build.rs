@@ -28,7 +28,14 @@ fn main() {
         guests.join("Cargo.lock").display()
     );
     println!("cargo:rerun-if-changed={}", manifest.join("wit").display());
-    for dir in ["guest", "reactions", "edits", "call-history", "polls", "file-probe"] {
+    for dir in [
+        "guest",
+        "reactions",
+        "edits",
+        "call-history",
+        "polls",
+        "file-probe",
+    ] {
         println!("cargo:rerun-if-changed={}", guests.join(dir).display());
     }
     // <target>/<profile>/build/<pkg>-<hash>/out → <target>/guests, shared by every profile.
