@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-#[path = "../tests/support/dht_serve.rs"]
+#[path = "../tests/support/serve.rs"]
 mod support;
 use std::time::{Duration, Instant};
 

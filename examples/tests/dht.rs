@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-#[path = "support/dht_serve.rs"]
+#[path = "support/serve.rs"]
 mod support;
 use std::time::{Duration, Instant};
 
@@ -81,17 +81,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!(
-                "--- {}/serve.log ---\n{}",
-                self.home.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
+        support::stop(&mut self.child, &self.home, 40);
     }
 }
 

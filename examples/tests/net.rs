@@ -7,13 +7,15 @@
 //! Every wait is on a condition with a deadline; server processes are killed by a guard
 //! even when an assertion fails (their logs are printed then).
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "support/serve.rs"]
+mod support;
 
 /// How long any awaited condition may take.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -131,25 +133,13 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Server {
+        let v = support::first_line(&mut child, DEADLINE);
+        Server {
             child,
             home: home.to_path_buf(),
-            addr: "0.0.0.0:0".parse().expect("addr"),
-            device: String::new(),
-        };
-        let line = rx.recv_timeout(DEADLINE).unwrap_or_default();
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?} ({e})"));
-        server.addr = s(&v["listen"]).parse().expect("a socket address");
-        server.device = s(&v["device"]);
-        server
+            addr: s(&v["listen"]).parse().expect("a socket address"),
+            device: s(&v["device"]),
+        }
     }
 
     fn kill(&mut self) {
@@ -160,16 +150,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- last lines of {}/serve.log ---\n{}",
-                self.home.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
+        support::stop(&mut self.child, &self.home, 60);
     }
 }
 

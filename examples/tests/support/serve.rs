@@ -1,5 +1,7 @@
-//! Shared by `tests/dht.rs` and `benches/dht_serve.rs`: spawning `swarm-chat serve` with
-//! DHT bootstrap nodes and reading the JSON line it prints first.
+//! Shared by `tests/net.rs`, `tests/dht.rs` and `benches/dht_serve.rs`: spawning `swarm-chat
+//! serve` (with DHT bootstrap nodes), reading the JSON line it prints first, and stopping it
+//! with its log shown when a test fails.
+#![allow(dead_code)] // each includer uses part of it
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -43,4 +45,20 @@ pub fn first_line(child: &mut Child, deadline: Duration) -> Value {
     });
     let line = rx.recv_timeout(deadline).unwrap_or_default();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?} ({e})"))
+}
+
+/// Kills a `serve` process and waits for it; if the test is failing, prints the last `lines`
+/// lines of its log (`HOME/serve.log`).
+pub fn stop(child: &mut Child, home: &Path, lines: usize) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if std::thread::panicking() {
+        let log = std::fs::read_to_string(home.join("serve.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        eprintln!(
+            "--- last lines of {}/serve.log ---\n{}",
+            home.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
 }
