@@ -5,20 +5,33 @@
 //! flat map `path -> blob id` ([`Files`]); [`build_tree`] turns it into nested Git trees and
 //! [`read_tree`] back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use gix_hash::ObjectId;
 use gix_object::{tree, WriteTo as _};
 
 pub use gix_object::Kind;
 
-/// Limits on what is read from a tree (git-bomb defence).
+/// Limits on what one walk of a tree ([`read_tree`], [`diff_trees`]) reads (git-bomb defence).
+///
+/// A walk counts what it does, not only what it finds: a tree made only of subtrees (24
+/// entries per level pointing at the same subtree, 6 levels: seven objects) holds no file but
+/// has 24⁶ paths. Every tree visited, revisits of the same tree id at another path included,
+/// counts against `max_visits`, and every entry of it against `max_entries`; tree objects are
+/// decoded once per walk (memoised by id), so a refused bomb costs at most a few objects read.
 #[derive(Debug, Clone, Copy)]
 pub struct TreeLimits {
     /// Maximum directory depth (the layout needs 5: `votes/ban/admins/<t>/<voter>`).
     pub max_depth: usize,
-    /// Maximum number of files in one tree.
+    /// Maximum number of files in one tree ([`read_tree`]) or changed files ([`diff_trees`]).
     pub max_files: usize,
+    /// Maximum tree visits in one walk, each visit of a directory path counted (a valid tree
+    /// has fewer directories than files: no directory is empty).
+    pub max_visits: usize,
+    /// Maximum tree entries read in one walk, summed over every visit (a diff reads both
+    /// sides of a changed directory).
+    pub max_entries: usize,
 }
 
 impl Default for TreeLimits {
@@ -26,8 +39,31 @@ impl Default for TreeLimits {
         Self {
             max_depth: 8,
             max_files: 100_000,
+            max_visits: 200_000,
+            max_entries: 400_000,
         }
     }
+}
+
+/// Which of the [`TreeLimits`] a walk exceeded, with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeLimit {
+    /// [`TreeLimits::max_depth`].
+    #[error("deeper than {0} levels")]
+    Depth(usize),
+    /// [`TreeLimits::max_files`] in [`read_tree`].
+    #[error("more than {0} files")]
+    Files(usize),
+    /// [`TreeLimits::max_files`] in [`diff_trees`].
+    #[error("more than {0} changed files")]
+    ChangedFiles(usize),
+    /// [`TreeLimits::max_visits`].
+    #[error("more than {0} tree visits")]
+    Visits(usize),
+    /// [`TreeLimits::max_entries`].
+    #[error("more than {0} tree entries")]
+    Entries(usize),
 }
 
 /// Errors reading objects.
@@ -56,12 +92,22 @@ pub enum ObjectError {
         reason: String,
     },
     /// A tree exceeds [`TreeLimits`].
-    #[error("tree {id} exceeds the limit: {reason}")]
+    #[error("tree {id} exceeds the limit: {limit}")]
     TooLarge {
         /// The root tree.
         id: ObjectId,
         /// Which limit.
-        reason: String,
+        limit: TreeLimit,
+    },
+    /// A directory of the tree is an empty tree. A conversation tree holds files; Git never
+    /// writes an empty directory and [`build_tree`] cannot, so an empty subtree is a path
+    /// smuggled into the tree (a change no file diff would show).
+    #[error("tree {id} has an empty directory {path:?}")]
+    EmptyDirectory {
+        /// The root tree.
+        id: ObjectId,
+        /// The directory, ending in `/`.
+        path: String,
     },
     /// The storage backend failed.
     #[error(transparent)]
@@ -190,55 +236,149 @@ fn build_dir(entries: &[(&str, &ObjectId)], out: &mut Vec<Object>) -> ObjectId {
 }
 
 /// Reads a tree recursively into a flat [`Files`] map, within `limits`. Only blobs and trees
-/// are accepted (no symlinks, submodules or executables in a conversation).
+/// are accepted (no symlinks, submodules or executables in a conversation), and no directory
+/// may be empty ([`ObjectError::EmptyDirectory`]).
 pub fn read_tree(
     src: &dyn ObjectSource,
     root: &ObjectId,
     limits: TreeLimits,
 ) -> Result<Files, ObjectError> {
     let mut files = Files::new();
-    read_dir(src, root, root, "", 0, limits, &mut files)?;
+    let mut walk = Walk::new(src, root, limits);
+    walk.read_dir(root, "", 0, &mut files)?;
     Ok(files)
 }
 
-fn read_dir(
-    src: &dyn ObjectSource,
-    root: &ObjectId,
-    id: &ObjectId,
-    prefix: &str,
-    depth: usize,
+/// One walk of a tree: tree objects decoded once (memoised by id), every visit and every
+/// entry counted against [`TreeLimits`].
+struct Walk<'a> {
+    src: &'a dyn ObjectSource,
+    root: ObjectId,
     limits: TreeLimits,
-    files: &mut Files,
-) -> Result<(), ObjectError> {
-    if depth >= limits.max_depth {
-        return Err(ObjectError::TooLarge {
-            id: *root,
-            reason: format!("deeper than {} levels", limits.max_depth),
-        });
-    }
-    for (name, (is_tree, oid)) in dir_entries(src, id)? {
-        let path = format!("{prefix}{name}");
-        if is_tree {
-            read_dir(
-                src,
-                root,
-                &oid,
-                &format!("{path}/"),
-                depth + 1,
-                limits,
-                files,
-            )?;
-        } else {
-            if files.len() >= limits.max_files {
-                return Err(ObjectError::TooLarge {
-                    id: *root,
-                    reason: format!("more than {} files", limits.max_files),
-                });
-            }
-            files.insert(path, oid);
+    trees: HashMap<ObjectId, Rc<DirEntries>>,
+    visits: usize,
+    entries: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(src: &'a dyn ObjectSource, root: &ObjectId, limits: TreeLimits) -> Self {
+        Self {
+            src,
+            root: *root,
+            limits,
+            trees: HashMap::new(),
+            visits: 0,
+            entries: 0,
         }
     }
-    Ok(())
+
+    fn too_large(&self, limit: TreeLimit) -> ObjectError {
+        ObjectError::TooLarge {
+            id: self.root,
+            limit,
+        }
+    }
+
+    /// Visits the directory `prefix` (`""` for the root, else ending in `/`), tree `id`.
+    fn visit(
+        &mut self,
+        id: &ObjectId,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<Rc<DirEntries>, ObjectError> {
+        if depth >= self.limits.max_depth {
+            return Err(self.too_large(TreeLimit::Depth(self.limits.max_depth)));
+        }
+        self.visits += 1;
+        if self.visits > self.limits.max_visits {
+            return Err(self.too_large(TreeLimit::Visits(self.limits.max_visits)));
+        }
+        let entries = match self.trees.get(id) {
+            Some(e) => e.clone(),
+            None => {
+                let e = Rc::new(dir_entries(self.src, id)?);
+                self.trees.insert(*id, e.clone());
+                e
+            }
+        };
+        self.entries += entries.len();
+        if self.entries > self.limits.max_entries {
+            return Err(self.too_large(TreeLimit::Entries(self.limits.max_entries)));
+        }
+        if entries.is_empty() && depth > 0 {
+            return Err(ObjectError::EmptyDirectory {
+                id: self.root,
+                path: prefix.to_owned(),
+            });
+        }
+        Ok(entries)
+    }
+
+    fn read_dir(
+        &mut self,
+        id: &ObjectId,
+        prefix: &str,
+        depth: usize,
+        files: &mut Files,
+    ) -> Result<(), ObjectError> {
+        for (name, (is_tree, oid)) in self.visit(id, prefix, depth)?.iter() {
+            let path = format!("{prefix}{name}");
+            if *is_tree {
+                self.read_dir(oid, &format!("{path}/"), depth + 1, files)?;
+            } else {
+                if files.len() >= self.limits.max_files {
+                    return Err(self.too_large(TreeLimit::Files(self.limits.max_files)));
+                }
+                files.insert(path, *oid);
+            }
+        }
+        Ok(())
+    }
+
+    fn diff_dir(
+        &mut self,
+        old: Option<&ObjectId>,
+        new: Option<&ObjectId>,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<Delta>,
+    ) -> Result<(), ObjectError> {
+        let none = Rc::new(DirEntries::new());
+        let old = match old {
+            Some(id) => self.visit(id, prefix, depth)?,
+            None => none.clone(),
+        };
+        let new = match new {
+            Some(id) => self.visit(id, prefix, depth)?,
+            None => none,
+        };
+        let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        for name in names {
+            let path = format!("{prefix}{name}");
+            let (o, n) = (old.get(name), new.get(name));
+            if o == n {
+                continue;
+            }
+            let o_tree = o.filter(|(t, _)| *t).map(|(_, id)| id);
+            let n_tree = n.filter(|(t, _)| *t).map(|(_, id)| id);
+            let o_blob = o.filter(|(t, _)| !*t).map(|(_, id)| *id);
+            let n_blob = n.filter(|(t, _)| !*t).map(|(_, id)| *id);
+            if o_tree.is_some() || n_tree.is_some() {
+                self.diff_dir(o_tree, n_tree, &format!("{path}/"), depth + 1, out)?;
+            }
+            if o_blob.is_some() || n_blob.is_some() {
+                if out.len() >= self.limits.max_files {
+                    return Err(self.too_large(TreeLimit::ChangedFiles(self.limits.max_files)));
+                }
+                out.push(Delta {
+                    path,
+                    old: o_blob,
+                    new: n_blob,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a path changed between two trees.
@@ -313,7 +453,9 @@ impl Delta {
 }
 
 /// Compares two trees recursively, skipping identical subtrees (so the cost is proportional
-/// to what changed, not to the size of the tree). Refuses trees deeper than `limits`.
+/// to what changed, not to the size of the tree), within `limits` (`max_files` counts the
+/// changed files). An empty directory on either side is refused
+/// ([`ObjectError::EmptyDirectory`]): it is a change that no file delta would show.
 pub fn diff_trees(
     src: &dyn ObjectSource,
     old: &ObjectId,
@@ -322,7 +464,7 @@ pub fn diff_trees(
 ) -> Result<Vec<Delta>, ObjectError> {
     let mut out = Vec::new();
     if old != new {
-        diff_dir(src, new, Some(old), Some(new), "", 0, limits, &mut out)?;
+        Walk::new(src, new, limits).diff_dir(Some(old), Some(new), "", 0, &mut out)?;
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
@@ -377,71 +519,6 @@ pub fn dir_entries(src: &dyn ObjectSource, id: &ObjectId) -> Result<DirEntries, 
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn diff_dir(
-    src: &dyn ObjectSource,
-    root: &ObjectId,
-    old: Option<&ObjectId>,
-    new: Option<&ObjectId>,
-    prefix: &str,
-    depth: usize,
-    limits: TreeLimits,
-    out: &mut Vec<Delta>,
-) -> Result<(), ObjectError> {
-    if depth >= limits.max_depth {
-        return Err(ObjectError::TooLarge {
-            id: *root,
-            reason: format!("deeper than {} levels", limits.max_depth),
-        });
-    }
-    let old = match old {
-        Some(id) => dir_entries(src, id)?,
-        None => DirEntries::new(),
-    };
-    let new = match new {
-        Some(id) => dir_entries(src, id)?,
-        None => DirEntries::new(),
-    };
-    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for name in names {
-        let path = format!("{prefix}{name}");
-        let (o, n) = (old.get(name), new.get(name));
-        if o == n {
-            continue;
-        }
-        let o_tree = o.filter(|(t, _)| *t).map(|(_, id)| id);
-        let n_tree = n.filter(|(t, _)| *t).map(|(_, id)| id);
-        let o_blob = o.filter(|(t, _)| !*t).map(|(_, id)| *id);
-        let n_blob = n.filter(|(t, _)| !*t).map(|(_, id)| *id);
-        if o_tree.is_some() || n_tree.is_some() {
-            diff_dir(
-                src,
-                root,
-                o_tree,
-                n_tree,
-                &format!("{path}/"),
-                depth + 1,
-                limits,
-                out,
-            )?;
-        }
-        if o_blob.is_some() || n_blob.is_some() {
-            if out.len() >= limits.max_files {
-                return Err(ObjectError::TooLarge {
-                    id: *root,
-                    reason: format!("more than {} changed files", limits.max_files),
-                });
-            }
-            out.push(Delta {
-                path,
-                old: o_blob,
-                new: n_blob,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Applies deltas to a file map.
 pub fn apply(files: &Files, deltas: &[Delta]) -> Files {
     let mut out = files.clone();
@@ -489,6 +566,7 @@ mod tests {
         let shallow = TreeLimits {
             max_depth: 3,
             max_files: 10,
+            ..TreeLimits::default()
         };
         assert!(matches!(
             read_tree(&store, &root, shallow),

@@ -1133,78 +1133,226 @@ fn limits_refuse_oversized_commits_blobs_changes_and_branches() {
     refused_by_limit(&w, swarm_api::repo::Draft { id: tip, objects });
 }
 
-#[test]
-fn limits_refuse_deep_trees() {
-    let (a, _b, w) = alice_bob();
-    // 20 nested directories: a tree bomb's shape.
-    let blob = Object::blob(b"x".to_vec());
-    let mut id = blob.id();
-    let mut objects = vec![blob];
-    let mut kind = gix_object::tree::EntryKind::Blob;
-    for depth in 0..20 {
-        let tree = gix_object::Tree {
-            entries: vec![gix_object::tree::Entry {
-                mode: kind.into(),
-                filename: format!("d{depth}").into(),
-                oid: id,
-            }],
-        };
-        let mut data = vec![];
-        gix_object::WriteTo::write_to(&tree, &mut data).unwrap();
-        let o = Object {
-            kind: swarm_api::object::Kind::Tree,
-            data,
-        };
-        id = o.id();
-        objects.push(o);
-        kind = gix_object::tree::EntryKind::Tree;
-    }
-    // Graft the 20-level tree under "votes" in the current root tree.
-    let base_tree = w.repo().commit(&w.head()).unwrap().tree;
-    let base = swarm_api::object::ObjectSource::expect(
-        &swarm_api::storage::ConversationObjects {
-            storage: &w.st,
-            conv: w.conv,
-        },
-        &base_tree,
-        swarm_api::object::Kind::Tree,
-    )
-    .unwrap();
-    let mut base = gix_object::TreeRef::from_bytes(&base.data, gix_hash::Kind::Sha1)
-        .unwrap()
-        .into_owned();
-    base.entries.push(gix_object::tree::Entry {
-        mode: gix_object::tree::EntryKind::Tree.into(),
-        filename: "votes".into(),
-        oid: id,
-    });
-    base.entries.sort();
+/// A tree object of `entries` (name, is a tree, id), as a peer would forge it.
+fn tree_object(entries: &[(String, bool, gix_hash::ObjectId)]) -> Object {
+    let mut tree = gix_object::Tree {
+        entries: entries
+            .iter()
+            .map(|(name, is_tree, oid)| gix_object::tree::Entry {
+                mode: if *is_tree {
+                    gix_object::tree::EntryKind::Tree
+                } else {
+                    gix_object::tree::EntryKind::Blob
+                }
+                .into(),
+                filename: name.as_str().into(),
+                oid: *oid,
+            })
+            .collect(),
+    };
+    tree.entries.sort();
     let mut data = vec![];
-    gix_object::WriteTo::write_to(&base, &mut data).unwrap();
-    let root_obj = Object {
+    gix_object::WriteTo::write_to(&tree, &mut data).unwrap();
+    Object {
         kind: swarm_api::object::Kind::Tree,
         data,
+    }
+}
+
+/// A tree bomb made of subtrees only: `levels` trees of `width` entries, each entry of a
+/// level pointing at the one tree of the level below, down to `leaf`. `levels + 1` objects
+/// (the top tree last) for `width^levels` paths.
+fn subtree_bomb(width: usize, levels: usize, leaf: Object) -> Vec<Object> {
+    let mut objects = vec![leaf];
+    for _ in 0..levels {
+        let below = objects.last().unwrap().id();
+        let entries: Vec<_> = (0..width).map(|i| (format!("d{i}"), true, below)).collect();
+        objects.push(tree_object(&entries));
+    }
+    objects
+}
+
+/// A text commit by `who` on the head whose tree is the head's with the directory `name`
+/// pointing at the last tree of `objects` (which the draft carries).
+fn graft(w: &W, who: &P, name: &str, mut objects: Vec<Object>) -> swarm_api::repo::Draft {
+    let sub = objects.last().unwrap().id();
+    let base_tree = w.repo().commit(&w.head()).unwrap().tree;
+    let src = swarm_api::storage::ConversationObjects {
+        storage: &w.st,
+        conv: w.conv,
     };
+    let mut entries: Vec<_> = swarm_api::object::dir_entries(&src, &base_tree)
+        .unwrap()
+        .into_iter()
+        .map(|(n, (is_tree, id))| (n, is_tree, id))
+        .collect();
+    entries.push((name.to_owned(), true, sub));
+    let root = tree_object(&entries);
     let c = swarm_api::commit::sign_commit(
-        &a.device,
+        &who.device,
         "Alice",
-        root_obj.id(),
+        root.id(),
         &[w.head()],
         &Body::text("bomb").to_message(),
         T,
     )
     .unwrap();
-    let cid = swarm_api::CommitId::from_object_id(&c.id()).unwrap();
-    objects.push(root_obj);
+    let id = swarm_api::CommitId::from_object_id(&c.id()).unwrap();
+    objects.push(root);
     objects.push(c);
-    let d = swarm_api::repo::Draft { id: cid, objects };
-    let before = w.head();
-    let err = w.repo().receive(d.objects, d.id).unwrap_err();
+    swarm_api::repo::Draft { id, objects }
+}
+
+/// The stored objects of `w` under a branch's objects, counting reads: a walk that reads
+/// more than `budget` objects panics, so a bomb fails the test quickly instead of hanging it.
+struct CountingReads<'a> {
+    new: BTreeMap<gix_hash::ObjectId, Object>,
+    base: swarm_api::storage::ConversationObjects<'a, swarm_api::storage::MemoryStorage>,
+    reads: std::cell::Cell<usize>,
+    budget: usize,
+}
+
+impl<'a> CountingReads<'a> {
+    fn new(w: &'a W, d: &swarm_api::repo::Draft, budget: usize) -> Self {
+        Self {
+            new: d.objects.iter().map(|o| (o.id(), o.clone())).collect(),
+            base: swarm_api::storage::ConversationObjects {
+                storage: &w.st,
+                conv: w.conv,
+            },
+            reads: Default::default(),
+            budget,
+        }
+    }
+}
+
+impl swarm_api::object::ObjectSource for CountingReads<'_> {
+    fn object(
+        &self,
+        id: &gix_hash::ObjectId,
+    ) -> Result<Option<Object>, swarm_api::object::ObjectError> {
+        self.reads.set(self.reads.get() + 1);
+        assert!(
+            self.reads.get() <= self.budget,
+            "the validator read more than {} objects",
+            self.budget
+        );
+        match self.new.get(id) {
+            Some(o) => Ok(Some(o.clone())),
+            None => self.base.object(id),
+        }
+    }
+}
+
+/// Validates `d` with `engine` over a [`CountingReads`]; returns the violation and the
+/// number of objects read.
+fn refused_counting(w: &W, engine: &Engine, d: &swarm_api::repo::Draft) -> (Violation, usize) {
+    let src = CountingReads::new(w, d, 2_000);
+    let stored = |c: &swarm_api::CommitId| !src.new.contains_key(&c.object_id());
+    let err = engine
+        .validate_branch(w.conv, &src, &stored, &[d.id])
+        .expect_err("the bomb was accepted");
+    (err.violation, src.reads.get())
+}
+
+#[test]
+fn limits_refuse_deep_trees() {
+    let (a, _b, w) = alice_bob();
+    // 20 nested directories: a tree bomb's shape.
+    let blob = Object::blob(b"x".to_vec());
+    let mut objects = vec![tree_object(&[("x".into(), false, blob.id())]), blob];
+    objects.reverse();
+    for depth in 0..20 {
+        let below = objects.last().unwrap().id();
+        objects.push(tree_object(&[(format!("d{depth}"), true, below)]));
+    }
+    // Grafted under "votes" in the current root tree.
+    refused_by_limit(&w, graft(&w, &a, "votes", objects));
+}
+
+/// The bomb of issue #15: 24 entries per level, 6 levels, ending in the empty tree (seven
+/// objects, 24⁶ ≈ 191 million paths, no file). Before memoised, counted walks, `verify` did
+/// not finish. It is refused after a few object reads, naming the empty directory.
+#[test]
+fn limits_refuse_a_tree_bomb_of_subtrees_ending_in_the_empty_tree() {
+    let (a, _b, w) = alice_bob();
+    let bomb = subtree_bomb(24, 6, tree_object(&[]));
+    assert_eq!(bomb.len(), 7);
+    let d = graft(&w, &a, "votes", bomb);
+    let (v, reads) = refused_counting(&w, &Engine::default(), &d);
+    assert_eq!(
+        v,
+        Violation::LayoutPath("votes/d0/d0/d0/d0/d0/d0/".into()),
+        "{v}"
+    );
+    assert!(reads <= 32, "{reads} objects read (19 measured)");
+    w.refuse(d, "layout-path");
+}
+
+/// The same bomb ending in a file: every one of its 24⁶ paths is a changed file. The walk
+/// stops at the first changed path over `max_changed_paths`, each tree object read once.
+#[test]
+fn limits_refuse_a_tree_bomb_of_subtrees_ending_in_a_file() {
+    let (a, _b, w) = alice_bob();
+    let blob = Object::blob(b"x".to_vec());
+    let leaf = tree_object(&[("f".into(), false, blob.id())]);
+    let mut bomb = subtree_bomb(24, 6, leaf);
+    bomb.insert(0, blob);
+    let d = graft(&w, &a, "votes", bomb);
+    let (v, reads) = refused_counting(&w, &Engine::default(), &d);
+    assert_eq!(v.rule(), "limits", "{v}");
+    assert!(v.to_string().contains("1025 changed files"), "{v}");
+    assert!(reads <= 32, "{reads} objects read (19 measured)");
+    w.refuse(d.clone(), "limits");
+
+    // Every tree visit and every entry counts, revisits of the same tree id included.
+    let tree_limits = |max_visits, max_entries| {
+        Engine::new(Limits {
+            tree: swarm_api::object::TreeLimits {
+                max_visits,
+                max_entries,
+                ..Default::default()
+            },
+            ..Limits::default()
+        })
+    };
+    let (v, reads) = refused_counting(&w, &tree_limits(100, usize::MAX), &d);
+    assert!(v.to_string().contains("more than 100 tree visits"), "{v}");
+    assert!(reads <= 32, "{reads} objects read (19 measured)");
+    let (v, _) = refused_counting(&w, &tree_limits(usize::MAX, 200), &d);
+    assert!(v.to_string().contains("more than 200 tree entries"), "{v}");
+
+    // The same counts bound reading a whole tree (`read_tree`: states, initial commits).
+    let src = CountingReads::new(&w, &d, 2_000);
+    let top = d.objects[d.objects.len() - 3].id();
+    let limits = swarm_api::object::TreeLimits {
+        max_visits: 1_000,
+        ..Default::default()
+    };
+    let err = swarm_api::object::read_tree(&src, &top, limits).unwrap_err();
     assert!(
-        matches!(&err, RepoError::Rejected(r) if r.violation.rule() == "limits"),
+        matches!(
+            err,
+            swarm_api::object::ObjectError::TooLarge {
+                limit: swarm_api::object::TreeLimit::Visits(1_000),
+                ..
+            }
+        ),
         "{err}"
     );
-    assert_eq!(w.head(), before);
+    assert_eq!(src.reads.get(), 7, "each of the 7 trees read once");
+}
+
+/// A tree is a change: an empty directory added by a text commit is refused (a text commit
+/// changes no file, and the layout holds no empty directory).
+#[test]
+fn layout_path_refuses_an_empty_directory() {
+    let (a, _b, w) = alice_bob();
+    w.refuse(graft(&w, &a, "junk", vec![tree_object(&[])]), "layout-path");
+    w.refuse(
+        graft(&w, &a, "votes", vec![tree_object(&[])]),
+        "layout-path",
+    );
 }
 
 #[test]

@@ -305,6 +305,8 @@ impl From<ObjectError> for Violation {
     fn from(e: ObjectError) -> Self {
         match e {
             ObjectError::TooLarge { .. } => Violation::Limit(e.to_string()),
+            // The layout holds files only: an empty directory is a path outside it.
+            ObjectError::EmptyDirectory { path, .. } => Violation::LayoutPath(path),
             e => Violation::Objects(e.to_string()),
         }
     }

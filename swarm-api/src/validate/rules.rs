@@ -16,7 +16,9 @@ use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
 use crate::identity::Crl;
 use crate::layout::{self, Kind, Path, VoteDir};
 use crate::merge::merge_files;
-use crate::object::{apply, diff_trees, Delta, Files, Kind as ObjKind, Object, ObjectSource};
+use crate::object::{
+    apply, diff_trees, Delta, Files, Kind as ObjKind, Object, ObjectSource, TreeLimits,
+};
 use crate::traits::{CommitView, MessageType};
 
 /// The id of the empty blob (invitations and votes are empty files).
@@ -233,7 +235,17 @@ impl<'a> Ctx<'a> {
             1 => {
                 let parent = self.state_of(&c.parents[0], states)?;
                 let ptree = self.load(&c.parents[0])?.tree;
-                let deltas = diff_trees(self.src, &ptree, &c.tree, self.engine.limits.tree)?;
+                // The walk stops at the first changed path over the limit, not after it.
+                let limits = TreeLimits {
+                    max_files: self
+                        .engine
+                        .limits
+                        .max_changed_paths
+                        .saturating_add(1)
+                        .min(self.engine.limits.tree.max_files),
+                    ..self.engine.limits.tree
+                };
+                let deltas = diff_trees(self.src, &ptree, &c.tree, limits)?;
                 self.check_limits(&deltas)?;
                 let new_files = if deltas.is_empty() {
                     None
