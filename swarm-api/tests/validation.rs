@@ -1286,7 +1286,30 @@ fn limits_refuse_a_tree_bomb_of_subtrees_ending_in_the_empty_tree() {
         "{v}"
     );
     assert!(reads <= 32, "{reads} objects read (19 measured)");
-    w.refuse(d, "layout-path");
+    w.refuse(d.clone(), "layout-path");
+
+    // A repository holding it (written without validation, as a hostile peer's copy would
+    // be) fails `Repo::verify`, what `swarm-chat verify` runs, at that commit.
+    use swarm_api::storage::Storage as _;
+    let head = w.head();
+    w.st.write(
+        &w.conv,
+        &d.objects,
+        swarm_api::storage::HeadUpdate {
+            expected: Some(head),
+            new: d.id,
+        },
+    )
+    .unwrap();
+    match w.repo().verify() {
+        Err(RepoError::Rejected(r)) => {
+            assert_eq!((r.commit, r.violation.rule()), (d.id, "layout-path"), "{r}")
+        }
+        other => panic!(
+            "verify accepted the bomb: {:?}",
+            other.map(|v| v.commits().len())
+        ),
+    }
 }
 
 /// The same bomb ending in a file: every one of its 24⁶ paths is a changed file. The walk
