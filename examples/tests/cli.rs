@@ -2,24 +2,39 @@
 //! the CLI wrote, and bad input answered with one line and a non-zero exit.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "support/serve.rs"]
+mod support;
+
+/// `swarm-chat --home HOME` (`SWARM_HOME` unset), to add arguments to.
+fn chat_command(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-chat"));
+    cmd.arg("--home").arg(home).env_remove("SWARM_HOME");
+    cmd
+}
+
 fn chat(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swarm-chat"))
-        .arg("--home")
-        .arg(home)
+    chat_command(home)
         .args(args)
-        .env_remove("SWARM_HOME")
         .output()
         .expect("swarm-chat runs")
 }
 
 fn ok_json(home: &Path, args: &[&str]) -> Value {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = chat(home, &full);
+    json_of(chat_command(home), args)
+}
+
+/// Runs `cmd --json ARGS`, which must succeed and print one JSON object; that object.
+fn json_of(mut cmd: Command, args: &[&str]) -> Value {
+    let out = cmd
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("swarm-chat runs");
     assert!(
         out.status.success(),
         "swarm-chat {args:?} failed: {}",
@@ -431,4 +446,104 @@ fn member_commands_refuse_locally_what_validation_refuses_and_verify_agrees() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["rule"], "signature");
     fails_with_one_line(&alice, &["verify", "/nonexistent/repo"], "cannot open");
+}
+
+/// How a test names a home relative to the working directory.
+#[derive(Clone, Copy)]
+enum RelativeHome<'a> {
+    /// `--home DIR`.
+    Flag(&'a str),
+    /// `SWARM_HOME=DIR`.
+    Env(&'a str),
+}
+
+impl<'a> RelativeHome<'a> {
+    fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        match *self {
+            RelativeHome::Flag(dir) => cmd.env_remove("SWARM_HOME").args(["--home", dir]),
+            RelativeHome::Env(dir) => cmd.env("SWARM_HOME", dir),
+        }
+    }
+
+    fn dir(self) -> &'a str {
+        match self {
+            RelativeHome::Flag(dir) | RelativeHome::Env(dir) => dir,
+        }
+    }
+}
+
+/// `swarm-chat --json ARGS` in `cwd` with a relative home; its JSON output.
+fn ok_relative(cwd: &Path, home: RelativeHome<'_>, args: &[&str]) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-chat"));
+    home.apply(cmd.current_dir(cwd));
+    json_of(cmd, args)
+}
+
+/// The bodies of `log CONV`, in display order.
+fn bodies(log: &Value) -> Vec<String> {
+    log["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["type"] == "text/plain")
+        .filter_map(|m| m["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Issue #22: a home given relative to the working directory (`--home relhome` or
+/// `SWARM_HOME=relhome`) works for every command, those that load plugins (`log`, `plugin
+/// list`, `serve`) included, with and without a running server.
+#[test]
+fn a_relative_home_works_with_and_without_a_server() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let cwd = cwd.path();
+    for home in [RelativeHome::Flag("relhome"), RelativeHome::Env("relenv")] {
+        ok_relative(cwd, home, &["id", "new", "--name", "Alice"]);
+        let conv = ok_relative(cwd, home, &["conv", "create", "--mode", "invites-only"])
+            ["conversation"]
+            .as_str()
+            .expect("an id")
+            .to_owned();
+        // Without a server: the commands that load the plugins.
+        ok_relative(cwd, home, &["send", &conv, "on storage"]);
+        let log = ok_relative(cwd, home, &["log", &conv]);
+        assert_eq!(bodies(&log), ["on storage"]);
+        let plugins = ok_relative(cwd, home, &["plugin", "list"]);
+        assert_eq!(
+            plugins["plugins"].as_array().map(Vec::len),
+            Some(4),
+            "{plugins}"
+        );
+
+        // With a server: it answers on the home's socket, given as an absolute path.
+        let home_dir = cwd.join(home.dir());
+        let log_file = std::fs::File::create(home_dir.join("serve.log")).expect("log file");
+        let mut serve = support::serve_command(None, &[]);
+        let mut server = support::KillOnDrop(
+            home.apply(&mut serve)
+                .current_dir(cwd)
+                .stderr(Stdio::from(log_file))
+                .spawn()
+                .expect("serve starts"),
+        );
+        let first = support::first_line(&mut server.0, Duration::from_secs(60));
+        assert_eq!(
+            first["control"].as_str().map(Path::new),
+            Some(home_dir.join("control.sock").as_path()),
+            "{first}"
+        );
+        // `dht status` runs only through a server: the client found it.
+        let dht = ok_relative(cwd, home, &["dht", "status"]);
+        assert_eq!(dht["enabled"], true, "{dht}");
+        ok_relative(cwd, home, &["send", &conv, "through the server"]);
+        let log = ok_relative(cwd, home, &["log", &conv]);
+        assert_eq!(bodies(&log), ["on storage", "through the server"]);
+        let plugins = ok_relative(cwd, home, &["plugin", "list"]);
+        assert_eq!(
+            plugins["plugins"].as_array().map(Vec::len),
+            Some(4),
+            "{plugins}"
+        );
+        support::stop(&mut server.0, &home_dir, 40);
+    }
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 #[path = "support/serve.rs"]
 mod support;
+use support::KillOnDrop;
 
 /// How long any awaited condition may take.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -79,16 +80,6 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         }
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A child process killed when dropped (a failing test leaves no process behind).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

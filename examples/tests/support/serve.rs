@@ -1,6 +1,6 @@
-//! Shared by `tests/net.rs`, `tests/dht.rs` and `benches/dht_serve.rs`: spawning `swarm-chat
-//! serve` (with DHT bootstrap nodes), reading the JSON line it prints first, and stopping it
-//! with its log shown when a test fails.
+//! Shared by `tests/net.rs`, `tests/dht.rs`, `tests/cli.rs`, `tests/readme.rs` and
+//! `benches/dht_serve.rs`: spawning `swarm-chat serve` (with DHT bootstrap nodes), reading the
+//! line it prints first, and stopping it with its log shown when a test fails.
 #![allow(dead_code)] // each includer uses part of it
 
 use std::io::{BufRead as _, BufReader};
@@ -13,13 +13,21 @@ use serde_json::Value;
 
 /// `swarm-chat --home HOME --json serve --listen 127.0.0.1:0 --dht-bootstrap …` with `stderr`.
 pub fn spawn_serve(home: &Path, dht: &[SocketAddr], stderr: Stdio) -> Child {
+    serve_command(Some(home), dht)
+        .stderr(stderr)
+        .spawn()
+        .expect("serve starts")
+}
+
+/// The command [`spawn_serve`] runs (stdin closed, stdout piped), to adjust before spawning
+/// (e.g. a working directory for a relative `home`). Without `home`, the caller sets
+/// `SWARM_HOME`.
+pub fn serve_command(home: Option<&Path>, dht: &[SocketAddr]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-chat"));
-    cmd.env_remove("SWARM_HOME").arg("--home").arg(home).args([
-        "--json",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    if let Some(home) = home {
+        cmd.env_remove("SWARM_HOME").arg("--home").arg(home);
+    }
+    cmd.args(["--json", "serve", "--listen", "127.0.0.1:0"]);
     for b in dht {
         cmd.args(["--dht-bootstrap", &b.to_string()]);
     }
@@ -28,14 +36,19 @@ pub fn spawn_serve(home: &Path, dht: &[SocketAddr], stderr: Stdio) -> Child {
         "info,swarm_api=debug,transport_dht=debug,swarm_chat=debug",
     )
     .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(stderr)
-    .spawn()
-    .expect("serve starts")
+    .stdout(Stdio::piped());
+    cmd
 }
 
 /// The first line `serve` prints (`{"listen", "device", "uri", "control"}`), within `deadline`.
 pub fn first_line(child: &mut Child, deadline: Duration) -> Value {
+    let line = first_line_text(child, deadline);
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?} ({e})"))
+}
+
+/// The first line a child prints on its piped stdout (with its newline), or what it printed
+/// before closing stdout or before `deadline` passed.
+pub fn first_line_text(child: &mut Child, deadline: Duration) -> String {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -43,8 +56,18 @@ pub fn first_line(child: &mut Child, deadline: Duration) -> Value {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(deadline).unwrap_or_default();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve printed {line:?} ({e})"))
+    rx.recv_timeout(deadline).unwrap_or_default()
+}
+
+/// A child process killed (and waited for) when dropped: a failing test leaves no process
+/// behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Kills a `serve` process and waits for it; if the test is failing, prints the last `lines`

@@ -1,9 +1,9 @@
 //! `swarm-chat`: the reference command-line client of swarm.
 //!
-//! Every command takes `--home DIR` (default `$SWARM_HOME`, else the platform data dir) and
-//! `--json` (one JSON object on stdout, for scripts), and `--backend git|sled` (where the home
-//! keeps its conversations; chosen once per home and remembered). Errors are one line on
-//! stderr and a non-zero exit status.
+//! Every command takes `--home DIR` (default `$SWARM_HOME`, else the platform data dir; a
+//! relative one is made absolute once, at start), `--json` (one JSON object on stdout, for
+//! scripts) and `--backend git|sled` (where the home keeps its conversations; chosen once per
+//! home and remembered). Errors are one line on stderr and a non-zero exit status.
 
 mod control;
 mod dht;
@@ -1010,6 +1010,10 @@ fn main() -> ExitCode {
             Some(d) => d,
             None => default_home()?,
         };
+        // Once, for everything: the plugin host's cache, the control socket, the paths
+        // printed and a server's clients all need the same absolute home (`--home relhome`).
+        let dir = std::path::absolute(&dir)
+            .with_context(|| format!("cannot resolve the home {}", dir.display()))?;
         if cli.command.served() {
             if let Some(stream) = control::connect(&dir)? {
                 return control::forward(stream, cli.json);
