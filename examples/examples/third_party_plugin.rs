@@ -5,7 +5,8 @@
 //! with wit-component, loads it in the plugin host, and validates dice rolls with it in a
 //! conversation: a fair roll is stored, a loaded one is refused by the plugin.
 //!
-//! `cargo run -p swarm-examples --example third_party_plugin`
+//! `cargo run -p swarm-examples --example third_party_plugin` (it leaves the component in
+//! `target/third-party-plugin/dice.wasm`, for `swarm-chat plugin add`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,7 +22,8 @@ use swarm_api::validate::{Engine, Limits};
 use swarm_plugins::Host;
 
 /// Step 1: build the plugin from source, as its author would (`cargo build --target
-/// wasm32-unknown-unknown`), and make a component of it.
+/// wasm32-unknown-unknown`), and make a component of it, also written to
+/// `TARGET_DIR/dice.wasm` (what `swarm-chat plugin add` takes: the README's plugin example).
 pub fn build_dice(target_dir: &Path) -> Result<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dice");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -44,11 +46,17 @@ pub fn build_dice(target_dir: &Path) -> Result<Vec<u8>> {
         return Err(anyhow!("building {} failed: {status}", dir.display()));
     }
     let core = std::fs::read(target_dir.join("wasm32-unknown-unknown/release/dice.wasm"))?;
-    wit_component::ComponentEncoder::default()
+    let component = wit_component::ComponentEncoder::default()
         .module(&core)?
         .validate(true)
         .encode()
-        .context("making a component")
+        .context("making a component")?;
+    // Renamed into place: a concurrent build never shows a half-written file.
+    let out = target_dir.join("dice.wasm");
+    let tmp = target_dir.join(format!("dice.wasm.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &component).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(component)
 }
 
 /// Steps 2 and 3: load the component and validate rolls with it. Returns the verdicts on a
@@ -104,7 +112,11 @@ pub fn target_dir() -> PathBuf {
 #[allow(dead_code)]
 fn main() -> Result<()> {
     let component = build_dice(&target_dir())?;
-    println!("built the dice plugin: {} bytes", component.len());
+    println!(
+        "built the dice plugin: {} bytes, written to {}",
+        component.len(),
+        target_dir().join("dice.wasm").display()
+    );
     demo(&component)?;
     Ok(())
 }
