@@ -6,11 +6,14 @@
 //! - a [`Runner`] owns one `dht_runner` (threaded: OpenDHT runs its own network thread) and is
 //!   reference-counted; it is shut down and deleted when the last handle (the runner, or a
 //!   [`Listen`] that borrows it) is dropped;
-//! - every callback gets a heap *context* (`Box::into_raw`) registered in the runner's table;
-//!   the callback that OpenDHT calls last for an operation (`done` of get/put/ping, the
-//!   destroy guard of a listen) takes it out of the table and frees it. Contexts still in the
-//!   table once `dht_runner_delete` returned (its threads are joined, so no callback can run
-//!   any more) are freed then;
+//! - every callback gets a *context* (the channel it feeds) kept in one process-wide
+//!   registry, under an id that is never reused; C gets the **id** as its `user` pointer, never
+//!   an address. A callback looks its id up in the registry, so one that comes late (after its
+//!   operation ended, or after its runner was deleted) finds nothing and does nothing: no
+//!   pointer from C is ever dereferenced. The callback that OpenDHT calls last for an
+//!   operation (`done` of get/put/ping, the destroy guard of a listen) removes the context;
+//!   contexts of a runner still registered once `dht_runner_delete` returned (its threads are
+//!   joined, so no callback can run any more) are removed then;
 //! - a listen token is deleted when its [`Listen`] is dropped, after cancelling the listen;
 //! - values are copied out inside the callbacks; C values made for `put` are unreferenced
 //!   right after the call (OpenDHT keeps its own reference).
@@ -22,11 +25,11 @@
 //! functions used here have the same signatures in 2.4, and `dht_runner_config` (whose
 //! layout differs) is never used: runners start with `dht_runner_run`, OpenDHT's defaults.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use opendht_sys as sys;
 use tokio::sync::{mpsc, oneshot};
@@ -122,63 +125,64 @@ enum Ctx {
     Listen(mpsc::UnboundedSender<ListenEvent>),
 }
 
-/// A context as handed to C: the channel plus the table it is registered in.
-struct Context {
+/// A registered context: the channel, and the runner whose operation it serves.
+struct Entry {
     ctx: Ctx,
-    table: Arc<Table>,
+    runner: usize,
 }
 
-/// Contexts handed to C and not yet taken back, by address.
-#[derive(Default)]
-struct Table(Mutex<HashSet<usize>>);
+/// Every context handed to C and not yet taken back, by id. Reached without any pointer from
+/// C: a callback passes its `user` value, an id, and finds its context only while it is
+/// registered.
+static REGISTRY: LazyLock<Mutex<HashMap<usize, Entry>>> = LazyLock::new(Mutex::default);
 
-impl Table {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<usize>> {
-        // A poisoned lock only means another thread panicked while holding it; the map is
-        // still consistent (insert/remove are atomic with respect to it).
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The next context id (0 is never used, so `user` is never null).
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
-    /// Hands a context to C.
-    fn register(self: &Arc<Self>, ctx: Ctx) -> *mut c_void {
-        let raw = Box::into_raw(Box::new(Context {
-            ctx,
-            table: self.clone(),
-        }));
-        CONTEXTS.fetch_add(1, Ordering::SeqCst);
-        self.lock().insert(raw as usize);
-        raw.cast()
-    }
+/// The next runner id (contexts are removed per runner when it is deleted).
+static NEXT_RUNNER: AtomicUsize = AtomicUsize::new(1);
 
-    /// Takes a context back from C; `None` if it was already taken.
-    fn take(&self, raw: *mut c_void) -> Option<Box<Context>> {
-        if !self.lock().remove(&(raw as usize)) {
-            return None;
-        }
-        CONTEXTS.fetch_sub(1, Ordering::SeqCst);
-        // SAFETY: `raw` came from `Box::into_raw` in `register` and was still in the table,
-        // so it is live and no one else owns it: removing it from the table transferred
-        // ownership to us.
-        Some(unsafe { Box::from_raw(raw.cast::<Context>()) })
-    }
-
-    /// Frees every context left (only once no callback can run any more).
-    fn drain(&self) {
-        let left: Vec<usize> = self.lock().iter().copied().collect();
-        for raw in left {
-            drop(self.take(raw as *mut c_void));
-        }
-    }
+fn registry() -> std::sync::MutexGuard<'static, HashMap<usize, Entry>> {
+    // A poisoned lock only means another thread panicked while holding it; the map is
+    // still consistent (insert/remove are atomic with respect to it).
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Borrows the context of a callback that is not the last one of its operation.
-///
-/// # Safety
-/// `raw` must be a pointer registered by [`Table::register`] whose final callback has not run.
-unsafe fn borrow<'a>(raw: *mut c_void) -> &'a Context {
-    // SAFETY: per the function's contract the context is live until its final callback,
-    // which OpenDHT runs after every other callback of the operation.
-    unsafe { &*raw.cast::<Context>() }
+/// Registers a context of `runner`'s; returns the `user` value to hand to C (its id).
+fn register(runner: usize, ctx: Ctx) -> *mut c_void {
+    let mut map = registry();
+    let id = loop {
+        // Ids wrap only after usize::MAX registrations; a wrapped id still in use is skipped.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if id != 0 && !map.contains_key(&id) {
+            break id;
+        }
+    };
+    map.insert(id, Entry { ctx, runner });
+    CONTEXTS.fetch_add(1, Ordering::SeqCst);
+    // An integer carried in a pointer-sized slot; never dereferenced.
+    id as *mut c_void
+}
+
+/// Takes a context back (its operation ended); `None` if it is not registered (any more).
+fn take(user: *mut c_void) -> Option<Ctx> {
+    let entry = registry().remove(&(user as usize))?;
+    CONTEXTS.fetch_sub(1, Ordering::SeqCst);
+    Some(entry.ctx)
+}
+
+/// Runs `f` on a registered context (a callback that is not its operation's last); `None`
+/// if it is not registered (any more).
+fn with_context<T>(user: *mut c_void, f: impl FnOnce(&Ctx) -> T) -> Option<T> {
+    registry().get(&(user as usize)).map(|entry| f(&entry.ctx))
+}
+
+/// Removes every context of `runner` (only once no callback of it can run any more).
+fn drain(runner: usize) {
+    let mut map = registry();
+    let before = map.len();
+    map.retain(|_, e| e.runner != runner);
+    CONTEXTS.fetch_sub(before - map.len(), Ordering::SeqCst);
 }
 
 /// Copies a value's bytes out of OpenDHT.
@@ -202,49 +206,45 @@ unsafe fn value_bytes(value: *const sys::dht_value) -> Vec<u8> {
 }
 
 extern "C" fn on_done(ok: bool, user: *mut c_void) {
-    // SAFETY: `user` is a registered context; `done` is the last callback of its operation.
-    let table = unsafe { borrow(user) }.table.clone();
-    if let Some(mut context) = table.take(user) {
-        match &mut context.ctx {
-            Ctx::Done(tx) => {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(ok);
-                }
-            }
-            Ctx::Get(tx) => {
-                let _ = tx.send(GetEvent::Done(ok));
-            }
-            Ctx::Listen(_) => {}
+    // `done` is the last callback of its operation: the context is taken out, once.
+    match take(user) {
+        Some(Ctx::Done(Some(tx))) => {
+            let _ = tx.send(ok);
         }
+        Some(Ctx::Get(tx)) => {
+            let _ = tx.send(GetEvent::Done(ok));
+        }
+        Some(Ctx::Done(None) | Ctx::Listen(_)) | None => {}
     }
 }
 
 extern "C" fn on_get(value: *const sys::dht_value, user: *mut c_void) -> bool {
-    // SAFETY: `user` is a registered get context; its `done` has not run yet.
-    let context = unsafe { borrow(user) };
-    // SAFETY: `value` is the value OpenDHT passes to this callback.
-    let data = unsafe { value_bytes(value) };
-    match &context.ctx {
-        Ctx::Get(tx) => tx.send(GetEvent::Value(data)).is_ok(),
+    with_context(user, |ctx| match ctx {
+        Ctx::Get(tx) => {
+            // SAFETY: `value` is the value OpenDHT passes to this callback.
+            let data = unsafe { value_bytes(value) };
+            tx.send(GetEvent::Value(data)).is_ok()
+        }
         _ => false,
-    }
+    })
+    .unwrap_or(false)
 }
 
 extern "C" fn on_listen(value: *const sys::dht_value, expired: bool, user: *mut c_void) -> bool {
-    // SAFETY: `user` is a registered listen context; its destroy guard has not run yet.
-    let context = unsafe { borrow(user) };
-    // SAFETY: `value` is the value OpenDHT passes to this callback.
-    let data = unsafe { value_bytes(value) };
-    match &context.ctx {
-        Ctx::Listen(tx) => tx.send((data, expired)).is_ok(),
+    with_context(user, |ctx| match ctx {
+        Ctx::Listen(tx) => {
+            // SAFETY: `value` is the value OpenDHT passes to this callback.
+            let data = unsafe { value_bytes(value) };
+            tx.send((data, expired)).is_ok()
+        }
         _ => false,
-    }
+    })
+    .unwrap_or(false)
 }
 
 extern "C" fn on_listen_end(user: *mut c_void) {
-    // SAFETY: `user` is a registered listen context; this destroy guard is its last callback.
-    let table = unsafe { borrow(user) }.table.clone();
-    drop(table.take(user));
+    // The destroy guard is the listen's last callback: the context is taken out, once.
+    drop(take(user));
 }
 
 extern "C" fn on_shutdown(user: *mut c_void) {
@@ -254,7 +254,8 @@ extern "C" fn on_shutdown(user: *mut c_void) {
 /// The runner itself, shared by [`Runner`] and its [`Listen`]s.
 struct Inner {
     ptr: *mut sys::dht_runner,
-    table: Arc<Table>,
+    /// Its id in the context registry.
+    id: usize,
 }
 
 // SAFETY: a threaded DhtRunner is thread-safe (every method posts to its own thread under its
@@ -269,7 +270,7 @@ impl Drop for Inner {
         // joins OpenDHT's threads, so no callback runs after it returns.
         unsafe { sys::dht_runner_delete(self.ptr) };
         RUNNERS.fetch_sub(1, Ordering::SeqCst);
-        self.table.drain();
+        drain(self.id);
     }
 }
 
@@ -298,7 +299,7 @@ impl Runner {
         RUNNERS.fetch_add(1, Ordering::SeqCst);
         let inner = Arc::new(Inner {
             ptr,
-            table: Arc::default(),
+            id: NEXT_RUNNER.fetch_add(1, Ordering::Relaxed),
         });
         // SAFETY: `ptr` is a fresh runner owned by `inner`.
         let code = unsafe { sys::dht_runner_run(ptr, port) };
@@ -339,10 +340,10 @@ impl Runner {
     /// Pings a node; resolves to whether it answered.
     pub fn ping(&self, addr: SocketAddr) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
-        let user = self.inner.table.register(Ctx::Done(Some(tx)));
+        let user = register(self.inner.id, Ctx::Done(Some(tx)));
         let (storage, len) = sockaddr_of(addr);
         // SAFETY: the runner is live; `storage` holds a valid sockaddr of `len` bytes for the
-        // call (OpenDHT copies it); `user` is a registered context freed by `on_done`.
+        // call (OpenDHT copies it); `user` is a registry id removed by `on_done`.
         unsafe {
             sys::dht_runner_ping(
                 self.inner.ptr,
@@ -367,9 +368,9 @@ impl Runner {
             let _ = tx.send(false);
             return rx;
         }
-        let user = self.inner.table.register(Ctx::Done(Some(tx)));
+        let user = register(self.inner.id, Ctx::Done(Some(tx)));
         // SAFETY: the runner and `value` are live; `hash` outlives the call; `user` is a
-        // registered context freed by `on_done`. The put takes its own reference to the
+        // registry id removed by `on_done`. The put takes its own reference to the
         // value, so ours is released right after.
         unsafe {
             sys::dht_runner_put(self.inner.ptr, &hash, value, Some(on_done), user, false);
@@ -382,9 +383,10 @@ impl Runner {
     pub fn get(&self, key: InfoHash) -> mpsc::UnboundedReceiver<GetEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let hash = key.to_c();
-        let user = self.inner.table.register(Ctx::Get(tx));
-        // SAFETY: the runner is live; `hash` outlives the call; `user` is a registered
-        // context that `on_get` borrows and `on_done` (the last callback) frees.
+        let user = register(self.inner.id, Ctx::Get(tx));
+        // SAFETY: the runner is live; `hash` outlives the call; `user` is a registry id
+        // (never dereferenced) that `on_get` looks up and `on_done` (the last callback)
+        // removes.
         unsafe { sys::dht_runner_get(self.inner.ptr, &hash, Some(on_get), Some(on_done), user) };
         rx
     }
@@ -393,10 +395,11 @@ impl Runner {
     pub fn listen(&self, key: InfoHash) -> Listen {
         let (tx, rx) = mpsc::unbounded_channel();
         let hash = key.to_c();
-        let user = self.inner.table.register(Ctx::Listen(tx));
-        // SAFETY: the runner is live; `hash` outlives the call; `user` is a registered
-        // context that `on_listen` borrows and `on_listen_end` (the destroy guard, last)
-        // frees. The returned token is owned by the `Listen` and deleted in its drop.
+        let user = register(self.inner.id, Ctx::Listen(tx));
+        // SAFETY: the runner is live; `hash` outlives the call; `user` is a registry id
+        // (never dereferenced) that `on_listen` looks up and `on_listen_end` (the destroy
+        // guard, last) removes. The returned token is owned by the `Listen` and deleted in
+        // its drop.
         let token = unsafe {
             sys::dht_runner_listen(
                 self.inner.ptr,
@@ -421,9 +424,9 @@ impl Runner {
     /// is deleted when the last handle is dropped.
     pub fn shutdown(&self) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
-        let user = self.inner.table.register(Ctx::Done(Some(tx)));
-        // SAFETY: the runner is live; `user` is a registered context freed by
-        // `on_shutdown` (or by the table when the runner is deleted first).
+        let user = register(self.inner.id, Ctx::Done(Some(tx)));
+        // SAFETY: the runner is live; `user` is a registry id (never dereferenced) removed by
+        // `on_shutdown` (or by `drain` when the runner is deleted first).
         unsafe { sys::dht_runner_shutdown(self.inner.ptr, Some(on_shutdown), user) };
         rx
     }
@@ -505,4 +508,53 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A callback reaches its context through the registry by id, so a late one (after its
+    /// operation ended, after its runner was deleted, or for an id never handed out) finds
+    /// nothing and touches no memory: the guard prevents a use-after-free, not only a
+    /// double free.
+    #[test]
+    fn late_callbacks_find_nothing_and_do_nothing() {
+        // A runner id no real runner has.
+        let runner = NEXT_RUNNER.fetch_add(1, Ordering::Relaxed);
+        let never = usize::MAX as *mut c_void;
+        assert!(!on_get(std::ptr::null(), never));
+        assert!(!on_listen(std::ptr::null(), false, never));
+        on_done(true, never);
+        on_listen_end(never);
+        on_shutdown(never);
+
+        let (tx, mut rx) = oneshot::channel();
+        let user = register(runner, Ctx::Done(Some(tx)));
+        on_done(true, user);
+        assert_eq!(rx.try_recv(), Ok(true));
+        // The same `done` again: its context is gone, nothing happens.
+        on_done(false, user);
+        on_listen_end(user);
+        assert!(take(user).is_none());
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listen = register(runner, Ctx::Listen(tx));
+        assert!(on_listen(std::ptr::null(), false, listen));
+        assert_eq!(rx.try_recv(), Ok((Vec::new(), false)));
+        let (tx, _get_rx) = mpsc::unbounded_channel();
+        let get = register(runner, Ctx::Get(tx));
+        assert_ne!(get, listen, "ids are not reused");
+        // The runner is deleted: its contexts go; callbacks coming after find nothing.
+        drain(runner);
+        assert!(!on_listen(std::ptr::null(), true, listen));
+        assert!(!on_get(std::ptr::null(), get));
+        on_listen_end(listen);
+        on_done(true, get);
+        assert_eq!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected),
+            "the listen's channel was dropped with its context"
+        );
+    }
 }
