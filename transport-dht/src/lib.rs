@@ -7,6 +7,8 @@
 //!   crate lives there.
 //! - [`record`]: discovery records (a device's QUIC addresses, signed by the device key, short
 //!   lifetime); forged or stale ones are ignored.
+//! - [`replay`]: the signals already delivered, kept on disk and pruned; future-dated ones
+//!   are refused.
 //! - [`seal`]: signals signed by the sender device and encrypted to the recipient device
 //!   (HPKE, RFC 9180), so a DHT node on the path learns nothing and can forge nothing.
 //! - [`Dht`]: the service a node runs (publish with refresh, resolve as a stream, send and
@@ -19,6 +21,7 @@
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod record;
+pub mod replay;
 pub mod seal;
 mod service;
 pub mod testnet;

@@ -3,8 +3,9 @@
 //! and sending / receiving sealed signals. It is a [`Transport`] with the signal role only
 //! (channels go over QUIC).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::ffi::{GetEvent, InfoHash, Runner};
 use crate::record::{self, address_key, AddressRecord};
+use crate::replay::{ReplayFileError, ReplayGuard};
 use crate::seal;
 use crate::Identity;
 
@@ -33,10 +35,16 @@ pub struct DhtConfig {
     pub record_lifetime: Duration,
     /// Records are re-published this often (well before they expire).
     pub refresh: Duration,
-    /// Signals sent longer ago than this (sender's clock) are ignored.
+    /// Signals sent longer ago than this (sender's clock) are ignored; signals dated more
+    /// than [`crate::replay::MAX_CLOCK_SKEW`] in the future too.
     pub max_signal_age: Duration,
     /// How long a resolve waits at most.
     pub resolve_timeout: Duration,
+    /// Where the service keeps its state: the ids of the signals it delivered
+    /// ([`crate::replay`], file [`crate::replay::FILE_NAME`]), so that a signal still in
+    /// the DHT is not delivered again after a restart. `None`: in memory only (a restart
+    /// forgets them, and every signal of the last `max_signal_age` is delivered again).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DhtConfig {
@@ -48,6 +56,7 @@ impl Default for DhtConfig {
             refresh: Duration::from_secs(40),
             max_signal_age: Duration::from_secs(24 * 3600),
             resolve_timeout: Duration::from_secs(5),
+            state_dir: None,
         }
     }
 }
@@ -68,6 +77,9 @@ pub enum DhtError {
     /// Sealing failed.
     #[error(transparent)]
     Seal(#[from] seal::SealError),
+    /// The replay set in [`DhtConfig::state_dir`] cannot be read or written.
+    #[error(transparent)]
+    ReplaySet(#[from] ReplayFileError),
 }
 
 /// What `swarm-chat dht status` shows.
@@ -90,8 +102,8 @@ struct Shared {
     config: DhtConfig,
     /// Device certificates learned (verified chains), for sealing.
     certs: Mutex<HashMap<DeviceId, (DeviceCert, AccountCert)>>,
-    /// Ids of signals already delivered (replays are dropped).
-    seen: Mutex<HashSet<[u8; 16]>>,
+    /// Signals already delivered (replays, stale and future-dated signals are dropped).
+    seen: Mutex<ReplayGuard>,
     published: watch::Sender<Vec<SocketAddr>>,
     /// Set once by [`Dht::shutdown`]: the background tasks end.
     stop: watch::Sender<bool>,
@@ -144,6 +156,10 @@ impl Dht {
             .iter()
             .map(|b| parse_host_port(b))
             .collect::<Result<Vec<_>, _>>()?;
+        let seen = match &config.state_dir {
+            Some(dir) => ReplayGuard::open(dir, config.max_signal_age, unix_now())?,
+            None => ReplayGuard::in_memory(config.max_signal_age),
+        };
         let runner = Runner::start(config.port)?;
         for (host, port) in &bootstrap {
             runner.bootstrap(host, *port)?;
@@ -153,7 +169,7 @@ impl Dht {
             runner,
             shared: Arc::new(Shared {
                 certs: Mutex::default(),
-                seen: Mutex::default(),
+                seen: Mutex::new(seen),
                 published: watch::channel(Vec::new()).0,
                 stop: watch::channel(false).0,
                 incoming: tokio::sync::Mutex::new(rx),
@@ -323,12 +339,9 @@ impl Dht {
                     continue;
                 }
             };
-            let age = unix_now().saturating_sub(opened.sent);
-            if age > self.shared.config.max_signal_age.as_secs() {
-                tracing::debug!(target: LOG, age, "stale signal ignored");
-                continue;
-            }
-            if !lock(&self.shared.seen).insert(opened.id) {
+            let fresh = lock(&self.shared.seen).accept(opened.id, opened.sent, unix_now());
+            if let Err(e) = fresh {
+                tracing::debug!(target: LOG, from = %opened.from.device, reason = %e, "signal ignored");
                 continue;
             }
             self.shared.learn(&opened.device_cert, &opened.account_cert);

@@ -185,3 +185,61 @@ async fn unknown_devices_and_bad_bootstrap_addresses_are_errors() {
     .is_err());
     alice.shutdown().await;
 }
+
+/// A signal still in the DHT when its recipient restarts is not delivered again (the replay
+/// set is kept in the state directory), and a genuine signal dated in the future is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_are_not_delivered_again_after_a_restart_nor_from_the_future() {
+    let Some(net) = common::testnet(3).await else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (common::identity("Alice"), common::identity("Bob"));
+    let bob_config = || DhtConfig {
+        state_dir: Some(state.path().to_path_buf()),
+        ..config(&net)
+    };
+    let alice = Dht::start(a.clone(), config(&net)).expect("alice");
+    alice.learn(&b.device_cert, &b.account);
+    let bob = Dht::start(b.clone(), bob_config()).expect("bob");
+    let to_bob = Destination::Device(b.device_cert.id());
+    let signal = |payload: &str| Signal {
+        kind: "application/im-gitmessage-id".into(),
+        payload: payload.as_bytes().to_vec(),
+    };
+    alice.send(to_bob, signal("first")).await.expect("send");
+    let (_, got) = next_signal(&bob, Duration::from_secs(15))
+        .await
+        .expect("delivered");
+    assert_eq!(got, signal("first"));
+    bob.shutdown().await;
+
+    // Bob restarts: the DHT still holds "first" and hands it to Bob's new listen.
+    let bob = Dht::start(b.clone(), bob_config()).expect("bob again");
+    // Alice's genuine signal, dated an hour ahead (her clock, or a value made to stay
+    // acceptable for a day longer).
+    let future = seal::seal(
+        &a,
+        &b.device_cert,
+        &signal("from the future"),
+        unix_now() + 3600,
+        [7; 16],
+    )
+    .expect("seal");
+    assert!(alice
+        .runner()
+        .put(signal_key(to_bob), &future)
+        .await
+        .expect("put"));
+    alice.send(to_bob, signal("marker")).await.expect("send");
+    let (_, next) = next_signal(&bob, Duration::from_secs(15))
+        .await
+        .expect("the marker arrives");
+    assert_eq!(
+        next,
+        signal("marker"),
+        "neither the replay nor the future-dated signal is delivered"
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+}

@@ -8,6 +8,7 @@
 //!   through the DHT. Signals received from the DHT go the same way as QUIC ones.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
@@ -28,13 +29,20 @@ pub struct DhtOptions {
 }
 
 /// Starts the DHT and publishes `listen` (an unspecified IP is published as loopback:
-/// without a public address to announce, only local peers could use it anyway).
-pub fn start(me: &LocalIdentity, listen: SocketAddr, options: DhtOptions) -> Result<Dht> {
+/// without a public address to announce, only local peers could use it anyway). The DHT
+/// keeps its state (the signals already received) under `home/dht`.
+pub fn start(
+    me: &LocalIdentity,
+    listen: SocketAddr,
+    options: DhtOptions,
+    home: &Path,
+) -> Result<Dht> {
     let dht = Dht::start(
         Identity::from(me),
         DhtConfig {
             port: options.port,
             bootstrap: options.bootstrap,
+            state_dir: Some(home.join("dht")),
             ..DhtConfig::default()
         },
     )

@@ -268,10 +268,10 @@ async fn serve(app: &App, options: Options) -> Result<()> {
     let dht = match options.dht {
         // Without bootstrap nodes the DHT is optional: a runner that cannot start (no UDP
         // socket for it) only costs discovery, so the server runs on.
-        Some(o) if o.bootstrap.is_empty() => crate::dht::start(&me, listen, o)
+        Some(o) if o.bootstrap.is_empty() => crate::dht::start(&me, listen, o, &app.home.dir)
             .inspect_err(|e| tracing::warn!(target: LOG, error = %crate::one_line(e), "no DHT"))
             .ok(),
-        Some(o) => Some(crate::dht::start(&me, listen, o)?),
+        Some(o) => Some(crate::dht::start(&me, listen, o, &app.home.dir)?),
         None => None,
     };
     let (invites, invites_rx) = mpsc::unbounded_channel();
