@@ -547,3 +547,82 @@ fn a_relative_home_works_with_and_without_a_server() {
         support::stop(&mut server.0, &home_dir, 40);
     }
 }
+
+/// The `conversation` of `conv create --mode invites-only` in `home`.
+fn create_invites_only(home: &Path) -> String {
+    ok_json(home, &["conv", "create", "--mode", "invites-only"])["conversation"]
+        .as_str()
+        .expect("an id")
+        .to_owned()
+}
+
+/// Issue #14: `conv create` twice back to back by one device (in the same second, as a script
+/// does) gives two conversations, with and without a running server; each verifies.
+#[test]
+fn conv_create_back_to_back_gives_new_conversations_with_and_without_a_server() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    ok_json(h, &["id", "new", "--name", "Alice"]);
+    let mut convs = vec![create_invites_only(h), create_invites_only(h)];
+
+    let log_file = std::fs::File::create(h.join("serve.log")).expect("log file");
+    let mut server = support::KillOnDrop(support::spawn_serve(h, &[], Stdio::from(log_file)));
+    let first = support::first_line(&mut server.0, Duration::from_secs(60));
+    assert!(first["control"].is_string(), "{first}");
+    convs.push(create_invites_only(h));
+    convs.push(create_invites_only(h));
+    support::stop(&mut server.0, h, 40);
+
+    let distinct: std::collections::BTreeSet<&String> = convs.iter().collect();
+    assert_eq!(distinct.len(), convs.len(), "{convs:?}");
+    let listed = ok_json(h, &["conv", "list"]);
+    let mut sorted = convs.clone();
+    sorted.sort();
+    assert_eq!(listed["conversations"], serde_json::json!(sorted));
+    for conv in &convs {
+        let path = ok_json(h, &["conv", "repo", conv])["path"]
+            .as_str()
+            .expect("a path")
+            .to_owned();
+        let verified = ok_json(h, &["verify", &path]);
+        assert_eq!(verified["ok"], true, "{verified}");
+        assert_eq!(verified["conversation"], conv.as_str(), "{verified}");
+        assert_eq!(verified["commits"], 1, "{verified}");
+    }
+}
+
+/// `openssl ARGS`, which must succeed; its stdout.
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Issue #14: the private keys `id new` writes are PKCS#8 in the RFC 8410 v1 form that stock
+/// `openssl pkey` reads, and they are the keys of the certificates next to them.
+#[test]
+fn private_keys_written_by_id_new_are_read_by_stock_openssl() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    ok_json(h, &["id", "new", "--name", "Alice"]);
+    let dir = h.join("identity");
+    for (key, cert) in [("account.key", "account.crt"), ("device.key", "device.crt")] {
+        let key = dir.join(key);
+        let key = key.to_str().expect("UTF-8 path");
+        let cert = dir.join(cert);
+        let cert = cert.to_str().expect("UTF-8 path");
+        openssl(&["pkey", "-in", key, "-noout"]);
+        let from_key = openssl(&["pkey", "-in", key, "-pubout"]);
+        let from_cert = openssl(&["x509", "-in", cert, "-pubkey", "-noout"]);
+        assert_eq!(from_key, from_cert, "{key}");
+        let text = openssl(&["pkey", "-in", key, "-noout", "-text"]);
+        assert!(text.starts_with("ED25519 Private-Key:"), "{text}");
+    }
+}

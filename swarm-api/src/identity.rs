@@ -11,7 +11,7 @@
 //! a caller-supplied RNG. Parsing a certificate someone else sent ([`AccountCert`],
 //! [`DeviceCert`], [`Crl`]) checks its shape; [`verify_device`] checks the whole chain.
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{Signature, SigningKey, Verifier as _, VerifyingKey};
 use rand_core::CryptoRngCore;
 use rcgen::{
@@ -229,12 +229,22 @@ fn pem_decode(what: &'static str, tag: &str, pem: &str) -> Result<Vec<u8>, Ident
     Ok(block.contents)
 }
 
+/// The private key as a PKCS#8 PEM in the RFC 8410 form: version v1 (encoded as 0), without
+/// the public key, which stock tools read (`openssl pkey` of Debian 12 and Python's
+/// `cryptography` refuse the RFC 5958 v2 form with the public key that
+/// `SigningKey::to_pkcs8_pem` writes).
 fn key_to_pem(key: &SigningKey) -> Result<String, IdentityError> {
-    key.to_pkcs8_pem(Default::default())
-        .map(|z| z.to_string())
-        .map_err(|e| IdentityError::Key(e.to_string()))
+    KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(Default::default())
+    .map(|z| z.to_string())
+    .map_err(|e| IdentityError::Key(e.to_string()))
 }
 
+/// Reads both PKCS#8 forms: v1 (what [`key_to_pem`] writes) and v2 with the public key (what
+/// homes made before issue #14 hold), whose public key must match the private one.
 fn key_from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
     SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::Key(e.to_string()))
 }
@@ -283,8 +293,8 @@ impl Account {
         Ok(Self { key, cert })
     }
 
-    /// Loads an account from its PKCS#8 private key and its certificate (both PEM); fails if
-    /// they do not belong together.
+    /// Loads an account from its PKCS#8 private key (v1 or v2) and its certificate (both PEM);
+    /// fails if they do not belong together.
     pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Self, IdentityError> {
         let key = key_from_pem(key_pem)?;
         let cert = AccountCert::from_pem(cert_pem)?;
@@ -294,8 +304,8 @@ impl Account {
         Ok(Self { key, cert })
     }
 
-    /// The private key as PKCS#8 PEM and the certificate as PEM. Store the key with mode 0600
-    /// and never in a repository.
+    /// The private key as PKCS#8 PEM in the RFC 8410 v1 form that stock `openssl` reads, and
+    /// the certificate as PEM. Store the key with mode 0600 and never in a repository.
     pub fn to_pem(&self) -> Result<(String, String), IdentityError> {
         Ok((key_to_pem(&self.key)?, self.cert.pem.clone()))
     }
@@ -423,7 +433,7 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    /// Loads a device from its PKCS#8 private key and certificate (both PEM).
+    /// Loads a device from its PKCS#8 private key (v1 or v2) and certificate (both PEM).
     pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Self, IdentityError> {
         let key = key_from_pem(key_pem)?;
         let cert = DeviceCert::from_pem(cert_pem)?;
@@ -441,7 +451,8 @@ impl Device {
         Ok(Device { key, cert })
     }
 
-    /// The private key as PKCS#8 PEM and the certificate as PEM.
+    /// The private key as PKCS#8 PEM in the RFC 8410 v1 form that stock `openssl` reads, and
+    /// the certificate as PEM.
     pub fn to_pem(&self) -> Result<(String, String), IdentityError> {
         Ok((key_to_pem(&self.key)?, self.cert.pem.clone()))
     }
@@ -1009,6 +1020,66 @@ mod tests {
             "a device cert is not a CA"
         );
         assert!(AccountCert::from_pem("garbage").is_err());
+    }
+
+    /// The DER prefix of an RFC 8410 v1 Ed25519 private key (§7, example in §10.3):
+    /// `SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }`;
+    /// the 32 key bytes follow, nothing else (no public key, no attributes).
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+
+    #[test]
+    fn private_keys_are_written_in_the_rfc_8410_v1_form_and_read_back() {
+        let acc = Account::generate("Alice", now(), &mut OsRng).unwrap();
+        let dev = acc.new_device(now(), &mut OsRng).unwrap();
+        let (ak, ac) = acc.to_pem().unwrap();
+        let (dk, dc) = dev.to_pem().unwrap();
+        for (pem, key) in [(&ak, &acc.key), (&dk, &dev.key)] {
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+            let der = pem_decode("key", "PRIVATE KEY", pem).unwrap();
+            assert_eq!(der.len(), V1_PREFIX.len() + 32);
+            assert_eq!(der[..V1_PREFIX.len()], V1_PREFIX);
+            assert_eq!(der[V1_PREFIX.len()..], key.to_bytes());
+        }
+        let acc_back = Account::from_pem(&ak, &ac).unwrap();
+        assert_eq!(acc_back.uri(), acc.uri());
+        assert_eq!(acc_back.key.to_bytes(), acc.key.to_bytes());
+        let dev_back = Device::from_pem(&dk, &dc).unwrap();
+        assert_eq!(dev_back.id(), dev.id());
+        assert_eq!(dev_back.signing_key().to_bytes(), dev.key.to_bytes());
+    }
+
+    #[test]
+    fn private_keys_in_the_v2_form_of_older_homes_still_load() {
+        let acc = Account::generate("Alice", now(), &mut OsRng).unwrap();
+        let dev = acc.new_device(now(), &mut OsRng).unwrap();
+        let (_, ac) = acc.to_pem().unwrap();
+        let (_, dc) = dev.to_pem().unwrap();
+        // What the code before issue #14 wrote: RFC 5958 v2, the public key included.
+        let v2 = |key: &SigningKey| key.to_pkcs8_pem(Default::default()).unwrap().to_string();
+        let (ak, dk) = (v2(&acc.key), v2(&dev.key));
+        for (pem, key) in [(&ak, &acc.key), (&dk, &dev.key)] {
+            let der = pem_decode("key", "PRIVATE KEY", pem).unwrap();
+            assert_eq!(der[2..5], [0x02, 0x01, 0x01], "version v2");
+            assert!(der.ends_with(key.verifying_key().as_bytes()), "public key");
+        }
+        assert_eq!(Account::from_pem(&ak, &ac).unwrap().uri(), acc.uri());
+        assert_eq!(Device::from_pem(&dk, &dc).unwrap().id(), dev.id());
+        // A v2 key whose public key is not its own is refused.
+        let lying = KeypairBytes {
+            secret_key: dev.key.to_bytes(),
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes(
+                acc.key.verifying_key().to_bytes(),
+            )),
+        }
+        .to_pkcs8_pem(Default::default())
+        .unwrap();
+        assert!(matches!(
+            Device::from_pem(&lying, &dc),
+            Err(IdentityError::Key(_))
+        ));
     }
 
     #[test]

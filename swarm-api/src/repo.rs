@@ -102,6 +102,13 @@ fn crl_path(signer: &Signer<'_>) -> String {
 /// Creates a conversation: the signed initial commit whose tree is exactly the admin
 /// certificate, the device certificate and the CRL (plus the empty `invited/<uri>` of the
 /// other party for one-to-one). Returns its id, which is the initial commit's id.
+///
+/// The initial commit is a function of the signer, the mode, `invited` and `time` (Ed25519
+/// signatures are deterministic), so a second conversation created by the same device with
+/// the same arguments in the same second would be the same commit. Commit timestamps are
+/// display-only (DESIGN §3), so the commit is dated `time` or, if that conversation is
+/// already stored here, the first later second whose initial commit is not: every call
+/// creates a new conversation.
 pub fn create_conversation(
     storage: &dyn Storage,
     signer: &Signer<'_>,
@@ -131,35 +138,60 @@ pub fn create_conversation(
     let files: Files = blobs.iter().map(|(p, o)| (p.clone(), o.id())).collect();
     let (tree, mut objects) = build_tree(&files);
     objects.extend(blobs.into_iter().map(|(_, o)| o));
-    let body = Body::Initial(Initial {
+    let message = Body::Initial(Initial {
         mode,
         invited,
         extra: Default::default(),
-    });
-    let commit = sign_commit(
-        signer.device,
-        signer.account.name(),
-        tree,
-        &[],
-        &body.to_message(),
-        time,
-    )?;
-    let id = commit_id(&commit);
-    objects.push(commit);
-    let conv = ConversationId(id);
-    // The initial commit goes through the same rules as every other commit.
-    let quarantine: BTreeMap<_, _> = objects.iter().map(|o| (o.id(), o.clone())).collect();
-    Engine::default().verify(conv, &quarantine, id)?;
-    storage.write(
-        &conv,
-        &objects,
-        HeadUpdate {
+    })
+    .to_message();
+    let mut time = time;
+    loop {
+        let commit = sign_commit(
+            signer.device,
+            signer.account.name(),
+            tree,
+            &[],
+            &message,
+            time,
+        )?;
+        let id = commit_id(&commit);
+        let conv = ConversationId(id);
+        if storage.head(&conv)?.is_some() {
+            time = next_second(conv, time)?;
+            continue;
+        }
+        let mut all = objects.clone();
+        all.push(commit);
+        // The initial commit goes through the same rules as every other commit.
+        let quarantine: BTreeMap<_, _> = all.iter().map(|o| (o.id(), o.clone())).collect();
+        Engine::default().verify(conv, &quarantine, id)?;
+        let update = HeadUpdate {
             expected: None,
             new: id,
-        },
-    )?;
-    tracing::debug!(target: "swarm_api::repo", %conv, ?mode, "created conversation");
-    Ok(conv)
+        };
+        match storage.write(&conv, &all, update) {
+            Ok(()) => {
+                tracing::debug!(target: "swarm_api::repo", %conv, ?mode, "created conversation");
+                return Ok(conv);
+            }
+            // Another writer stored the same commit between the check and the write.
+            Err(StorageError::AlreadyExists(_)) => time = next_second(conv, time)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The time for the next try of an initial commit whose conversation `conv` is stored already
+/// (the same device made the same commit in the same second).
+fn next_second(conv: ConversationId, time: i64) -> Result<i64, RepoError> {
+    tracing::debug!(
+        target: "swarm_api::repo",
+        %conv,
+        time,
+        "initial commit stored already, trying the next second"
+    );
+    time.checked_add(1)
+        .ok_or(RepoError::Storage(StorageError::AlreadyExists(conv)))
 }
 
 fn commit_id(obj: &Object) -> CommitId {

@@ -4,12 +4,13 @@
 //! # The storage conformance suite
 //!
 //! One set of generic tests that every [`Storage`] must pass: create, append, read, walk,
-//! changed paths, the head compare-and-swap and its errors, quarantine promote (onto an
-//! existing conversation and as a new one) and drop, concurrent readers during writes, and
-//! reopening after close. `swarm-git`, `swarm-sled` and [`MemoryStorage`] run it, and so can
-//! any **third-party backend**: implement [`StorageFactory`] for it (or build one with
-//! [`factory`]) and expand [`storage_conformance!`](crate::storage_conformance) in an
-//! integration test, with `swarm-api = { features = ["testing"] }` as a dev-dependency:
+//! changed paths, the head compare-and-swap and its errors, creating again with the same
+//! arguments at the same time, quarantine promote (onto an existing conversation and as a new
+//! one) and drop, concurrent readers during writes, and reopening after close. `swarm-git`,
+//! `swarm-sled` and [`MemoryStorage`] run it, and so can any **third-party backend**:
+//! implement [`StorageFactory`] for it (or build one with [`factory`]) and expand
+//! [`storage_conformance!`](crate::storage_conformance) in an integration test, with
+//! `swarm-api = { features = ["testing"] }` as a dev-dependency:
 //!
 //! ```
 //! // tests/conformance.rs of a backend crate
@@ -273,6 +274,7 @@ macro_rules! storage_conformance {
             storing_an_object_twice_is_a_no_op,
             head_moved_changes_nothing,
             already_exists_changes_nothing,
+            creating_again_at_the_same_time_makes_a_new_conversation,
             dangling_head_changes_nothing,
             unknown_conversation,
             quarantine_promote_onto_existing_conversation,
@@ -327,6 +329,10 @@ pub mod checks {
             (
                 "already_exists_changes_nothing",
                 already_exists_changes_nothing::<F>,
+            ),
+            (
+                "creating_again_at_the_same_time_makes_a_new_conversation",
+                creating_again_at_the_same_time_makes_a_new_conversation::<F>,
             ),
             (
                 "dangling_head_changes_nothing",
@@ -737,15 +743,39 @@ pub mod checks {
             Err(StorageError::AlreadyExists(c)) => assert_eq!(c, conv),
             other => panic!("expected AlreadyExists, got {other:?}"),
         }
-        // The same through the public API: creating the identical conversation again.
-        match create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, T) {
-            Err(crate::repo::RepoError::Storage(StorageError::AlreadyExists(c))) => {
-                assert_eq!(c, conv)
-            }
-            other => panic!("expected AlreadyExists, got {other:?}"),
-        }
         assert_eq!(storage.head(&conv).expect("head"), Some(head));
         assert_eq!(storage.conversations().expect("list"), vec![conv]);
+    }
+
+    /// One device creating conversations with the same arguments at the same time (the same
+    /// initial commit, since signatures are deterministic) gets a new conversation each time:
+    /// its initial commit is dated the first later second that is free. Every one is listed
+    /// and verifies; the first is unchanged.
+    pub fn creating_again_at_the_same_time_makes_a_new_conversation<F: StorageFactory>(f: &F) {
+        let place = f.place();
+        let storage = open(f, &place);
+        let alice = Person::new("Alice");
+        let first = create(&storage, &alice.signer());
+        let repo = Repo::open(&storage, first).expect("open");
+        let head = append(&repo, &alice, "kept", 1);
+        let second = create(&storage, &alice.signer());
+        let third = create(&storage, &alice.signer());
+        // T + 1 and T + 2 are taken now: the next free second is T + 3.
+        let fourth = create_conversation(&storage, &alice.signer(), Mode::InvitesOnly, None, T + 1)
+            .expect("create");
+        let all = [first, second, third, fourth];
+        assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 4, "{all:?}");
+        let mut listed = all.to_vec();
+        listed.sort();
+        assert_eq!(storage.conversations().expect("list"), listed);
+        for (conv, time) in all.into_iter().zip([T, T + 1, T + 2, T + 3]) {
+            let repo = Repo::open(&storage, conv).expect("open");
+            let initial = repo.commit(&conv.initial_commit()).expect("initial commit");
+            assert_eq!(initial.time, time, "{conv}");
+            assert_eq!(initial.message, r#"{"mode":2,"type":"initial"}"#, "{conv}");
+            repo.verify().expect("every conversation verifies");
+        }
+        assert_eq!(storage.head(&first).expect("head"), Some(head));
     }
 
     /// A head that is neither written nor stored fails with `DanglingHead`: nothing moves and

@@ -200,7 +200,8 @@ fn head_compare_and_swap_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let storage = GitStorage::open(dir.path()).unwrap();
     let alice = Id::new("Alice");
-    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, t(1)).unwrap();
+    let created = t(1);
+    let conv = create_conversation(&storage, &alice.signer(), Mode::Public, None, created).unwrap();
     let repo = Repo::open(&storage, conv).unwrap();
     let m1 = repo
         .append(&alice.signer(), &Body::text("one"), &[], t(2))
@@ -219,10 +220,34 @@ fn head_compare_and_swap_and_errors() {
         .unwrap_err();
     assert!(matches!(err, StorageError::HeadMoved { found: Some(f), .. } if f == m1));
     assert_eq!(storage.head(&conv).unwrap(), Some(m1));
-    // Creating it again fails.
-    let err = create_conversation(&storage, &alice.signer(), Mode::Public, None, t(1)).unwrap_err();
+    // Creating it again (same device, same time) makes another conversation, dated a second
+    // later (issue #14); this one is unchanged.
+    let again =
+        create_conversation(&storage, &alice.signer(), Mode::Public, None, created).unwrap();
+    assert_ne!(again, conv);
+    let initial = Repo::open(&storage, again)
+        .unwrap()
+        .commit(&again.initial_commit())
+        .unwrap();
+    assert_eq!(initial.time, created + 1);
+    assert_eq!(storage.head(&conv).unwrap(), Some(m1));
+    // Creating the same conversation directly in storage fails.
+    let initial = storage
+        .object(&conv, &conv.initial_commit().object_id())
+        .unwrap()
+        .unwrap();
+    let err = storage
+        .write(
+            &conv,
+            &[initial],
+            HeadUpdate {
+                expected: None,
+                new: conv.initial_commit(),
+            },
+        )
+        .unwrap_err();
     assert!(
-        matches!(err, RepoError::Storage(StorageError::AlreadyExists(_))),
+        matches!(err, StorageError::AlreadyExists(c) if c == conv),
         "{err}"
     );
     // A head that points nowhere is refused.

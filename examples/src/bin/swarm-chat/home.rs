@@ -1,9 +1,9 @@
 //! The app's home directory: identity files and the conversation storage.
 //!
 //! ```text
-//! <home>/identity/account.key   PKCS#8 PEM, mode 0600
+//! <home>/identity/account.key   PKCS#8 PEM (RFC 8410 v1, as openssl reads), mode 0600
 //! <home>/identity/account.crt   account CA certificate
-//! <home>/identity/device.key    PKCS#8 PEM, mode 0600
+//! <home>/identity/device.key    PKCS#8 PEM (RFC 8410 v1, as openssl reads), mode 0600
 //! <home>/identity/device.crt    device certificate issued by the account
 //! <home>/identity/account.crl   the account's current CRL
 //! <home>/storage.json           {"backend":"git"} or {"backend":"sled"}: chosen once
