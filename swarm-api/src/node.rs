@@ -4,7 +4,14 @@
 //!   announced to every other device of the conversation as an
 //!   `application/im-gitmessage-id` signal `{deviceId, conversationId, commit}`.
 //! - An announcement makes the node fetch from the announcing peer (authenticated by the
-//!   transport, never taken from the payload), unless it already has the commit.
+//!   transport, never taken from the payload), unless the commit is already *integrated*:
+//!   reachable from this node's head. A commit that is merely stored (a branch kept beside the
+//!   head after a divergence) does not count, so the announcement of a branch we hold but have
+//!   not merged still brings the exchange that merges it.
+//! - A divergence ends in one merge: of the two devices that meet, the
+//!   [`sync::designated_merger`] merges at once; the other stores the branch, asks the peer to
+//!   fetch back, merges anyway on a second exchange with the same peer, and merges on its own
+//!   after [`NodeConfig::merge_delay`] if the branch is still beside its head by then.
 //! - Incoming `sync/<conversation>` channels are served with access control.
 //! - What happens is reported as [`Event`]s on a broadcast stream ([`Node::events`]).
 //!
@@ -13,7 +20,7 @@
 //! branches fail (refused, timed out, broken) is retried with exponential backoff up to a cap,
 //! so a peer that keeps sending an invalid branch cannot cause a retry storm.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +32,7 @@ use crate::graph::Graph;
 use crate::id::{AccountUri, CommitId, ConversationId, DeviceId, Target};
 use crate::identity::{AccountCert, Crl, Device};
 use crate::repo::{FileChange, Repo, RepoError, Signer};
-use crate::storage::Storage;
+use crate::storage::{ConversationObjects, Storage};
 use crate::sync::{self, BundleLimits, Integrated, SyncError};
 use crate::traits::{Destination, Incoming, Peer, Signal, Transport};
 use crate::validate::Engine;
@@ -72,6 +79,9 @@ pub struct NodeConfig {
     pub backoff_max: Duration,
     /// Limits on received bundles.
     pub bundle_limits: BundleLimits,
+    /// How long a device that deferred a merge to another device waits before merging the
+    /// stored branch itself (the other device may be offline, or not allowed to sign).
+    pub merge_delay: Duration,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +91,7 @@ impl Default for NodeConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             bundle_limits: BundleLimits::default(),
+            merge_delay: Duration::from_secs(5),
         }
     }
 }
@@ -89,7 +100,9 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A message (any non-member, non-merge commit) arrived from a peer.
+    /// A message (any non-member, non-merge commit) from another device became part of the
+    /// displayed history: reachable from the head, through a fetch or a merge. A branch kept
+    /// beside the head after a divergence is reported when it is merged, not when it is stored.
     MessageReceived {
         /// The conversation.
         conv: ConversationId,
@@ -105,7 +118,7 @@ pub enum Event {
         /// The conversation.
         conv: ConversationId,
     },
-    /// A membership change arrived.
+    /// A membership change became part of the displayed history (as for messages).
     MemberEvent {
         /// The conversation.
         conv: ConversationId,
@@ -185,7 +198,11 @@ struct Inner {
     backoff: std::sync::Mutex<HashMap<DeviceId, Backoff>>,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
-    deferred: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
+    /// Our head when we last left a divergence with this peer to it (a second exchange from
+    /// the same head merges anyway; a head that moved since is a new situation).
+    deferred: std::sync::Mutex<HashMap<(ConversationId, DeviceId), CommitId>>,
+    /// Stored tips beside the head with a local merge scheduled.
+    pending_merges: std::sync::Mutex<HashSet<(ConversationId, CommitId)>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
 }
@@ -236,6 +253,7 @@ impl Node {
                 running: Default::default(),
                 queued: Default::default(),
                 deferred: Default::default(),
+                pending_merges: Default::default(),
                 fetch_attempts: Default::default(),
                 events,
             }),
@@ -391,20 +409,35 @@ impl Node {
         }
     }
 
-    fn has_commit(&self, conv: &ConversationId, commit: &CommitId) -> bool {
-        matches!(self.inner.storage.head(conv), Ok(Some(_)))
-            && matches!(
-                self.inner.storage.object(conv, &commit.object_id()),
-                Ok(Some(_))
-            )
+    /// Whether `commit` is integrated here: reachable from the head of `conv`. A stored commit
+    /// that the head does not reach (a branch kept after a divergence) is *not* integrated:
+    /// this is the question every "do I have it?" decision asks.
+    pub fn is_integrated(&self, conv: &ConversationId, commit: &CommitId) -> bool {
+        let Ok(Some(head)) = self.inner.storage.head(conv) else {
+            return false;
+        };
+        if !matches!(
+            self.inner.storage.object(conv, &commit.object_id()),
+            Ok(Some(_))
+        ) {
+            return false;
+        }
+        let src = ConversationObjects {
+            storage: &*self.inner.storage,
+            conv: *conv,
+        };
+        let graph = self.graph(conv);
+        let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
+        g.is_ancestor(&src, commit, &head).unwrap_or(false)
     }
 
     /// Announcements are handled one fetch at a time per conversation: while a fetch runs,
-    /// further announcements queue, and those whose commit arrived meanwhile are dropped (so
-    /// N announcements of one commit cause one fetch, not N).
+    /// further announcements queue, and those whose commit was integrated meanwhile are dropped
+    /// (so N announcements of one commit cause one fetch, not N).
     async fn on_announce(&self, conv: ConversationId, peer: DeviceId, commit: CommitId) {
         // Only conversations we hold (clones are explicit: `sync_from`).
-        if !matches!(self.inner.storage.head(&conv), Ok(Some(_))) || self.has_commit(&conv, &commit)
+        if !matches!(self.inner.storage.head(&conv), Ok(Some(_)))
+            || self.is_integrated(&conv, &commit)
         {
             return;
         }
@@ -418,13 +451,13 @@ impl Node {
         }
         let mut next = Some((peer, commit));
         while let Some((peer, commit)) = next.take() {
-            if !self.has_commit(&conv, &commit) {
+            if !self.is_integrated(&conv, &commit) {
                 let _ = self.sync_from(conv, peer).await;
             }
             let mut q = self.inner.queued.lock().unwrap_or_else(|e| e.into_inner());
             let pending = q.entry(conv).or_default();
             while let Some(candidate) = pending.pop() {
-                if !self.has_commit(&conv, &candidate.1) {
+                if !self.is_integrated(&conv, &candidate.1) {
                     next = Some(candidate);
                     break;
                 }
@@ -537,22 +570,24 @@ impl Node {
             .await?;
         let graph = self.graph(&conv);
         let signer = self.inner.me.signer();
-        // The first time a divergence with this tip is seen, only the side with the higher
-        // head id merges (one merge instead of one per peer); if it comes back unmerged, we
-        // merge ourselves (the other side may not be allowed to).
+        // The first time a divergence with this peer is seen, only the designated one of the
+        // two merges (one merge instead of one per device); if it comes back unmerged while our
+        // head is still the one we deferred from, we merge ourselves (the other side may not be
+        // allowed to).
+        let head = self.inner.storage.head(&conv).map_err(SyncError::from)?;
         let deferred_before = {
             let d = self
                 .inner
                 .deferred
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            d.contains(&(conv, peer))
+            head.is_some() && d.get(&(conv, peer)) == head.as_ref()
         };
-        let policy = |s| {
+        let policy = |signer| {
             if deferred_before {
-                sync::MergePolicy::Always(s)
+                sync::MergePolicy::Always(signer)
             } else {
-                sync::MergePolicy::DeferToHigher(s)
+                sync::MergePolicy::Designated { signer, peer }
             }
         };
         let (integrated, _) = sync::fetch(
@@ -572,15 +607,16 @@ impl Node {
                 .deferred
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if integrated.as_ref().is_some_and(|i| i.diverged) {
-                d.insert((conv, peer));
+            if let Some(i) = integrated.as_ref().filter(|i| i.unmerged.is_some()) {
+                d.insert((conv, peer), i.head);
             } else {
                 d.remove(&(conv, peer));
             }
         }
         if let Some(i) = &integrated {
-            if i.diverged {
-                // Ask the peer to fetch from us: it has the higher head and merges.
+            if let Some(tip) = i.unmerged {
+                self.schedule_merge(conv, peer, tip);
+                // Ask the peer to fetch from us: it is the one that merges.
                 let payload = serde_json::to_vec(&Announce {
                     device_id: self.inner.me.device.id(),
                     conversation_id: conv,
@@ -599,6 +635,78 @@ impl Node {
             }
         }
         Ok(integrated)
+    }
+
+    /// After [`NodeConfig::merge_delay`], merges `tip` (stored beside the head) unless someone
+    /// else's merge brought it into the head meanwhile. One timer per (conversation, tip).
+    fn schedule_merge(&self, conv: ConversationId, peer: DeviceId, tip: CommitId) {
+        {
+            let mut p = self
+                .inner
+                .pending_merges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !p.insert((conv, tip)) {
+                return;
+            }
+        }
+        let node = self.clone();
+        let delay = self.inner.config.merge_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            node.inner
+                .pending_merges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(conv, tip));
+            match node.merge_stored(conv, peer, tip).await {
+                Ok(Some(i)) => {
+                    tracing::debug!(target: "swarm_api::node", %conv, %tip, head = %i.head, "merged a branch nobody else merged")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::info!(target: "swarm_api::node", %conv, %tip, error = %e, "cannot merge a stored branch")
+                }
+            }
+        });
+    }
+
+    /// Merges `tip`, a validated commit stored here but not reachable from the head (a branch
+    /// kept after a divergence, fetched from `peer`), into the head with a merge commit signed by
+    /// this device, then announces it. `Ok(None)` if the head already reaches `tip`.
+    pub async fn merge_stored(
+        &self,
+        conv: ConversationId,
+        peer: DeviceId,
+        tip: CommitId,
+    ) -> Result<Option<Integrated>, NodeError> {
+        if self.is_integrated(&conv, &tip) {
+            return Ok(None);
+        }
+        let integrated = {
+            let graph = self.graph(&conv);
+            let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
+            let q = self
+                .inner
+                .storage
+                .quarantine_open(&conv)
+                .map_err(SyncError::from)?;
+            sync::integrate(
+                &*self.inner.storage,
+                &self.inner.engine,
+                &mut g,
+                q,
+                tip,
+                sync::MergePolicy::Always(&self.inner.me.signer()),
+                unix_now(),
+            )?
+        };
+        if integrated.old_head == Some(integrated.head) {
+            return Ok(None);
+        }
+        self.report(conv, peer, &integrated);
+        self.announce(conv, integrated.head).await;
+        Ok(Some(integrated))
     }
 
     fn back_off(&self, peer: DeviceId) {
@@ -634,40 +742,54 @@ impl Node {
             .map(|b| b.delay)
     }
 
+    /// Reports what an integration made visible: every commit the new head reaches and the old
+    /// one did not (so a branch stored beside the head is reported when it is merged).
     fn report(&self, conv: ConversationId, peer: DeviceId, i: &Integrated) {
         if i.old_head.is_none() {
             self.emit(Event::ConversationReady { conv });
         }
-        let repo = match Repo::open(&*self.inner.storage, conv) {
-            Ok(r) => r,
-            Err(_) => return,
-        };
-        let mut authors: BTreeMap<CommitId, (DeviceId, String)> = BTreeMap::new();
-        for id in &i.new_commits {
-            if let Ok(c) = repo.commit(id) {
-                if c.parents.len() < 2 {
-                    authors.insert(*id, (c.device, c.message));
+        let shown = if i.old_head == Some(i.head) {
+            Vec::new()
+        } else {
+            let src = ConversationObjects {
+                storage: &*self.inner.storage,
+                conv,
+            };
+            let graph = self.graph(&conv);
+            let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
+            let known: Vec<CommitId> = i.old_head.into_iter().collect();
+            match g.missing(&src, &[i.head], &known) {
+                Ok(mut ids) => {
+                    ids.reverse();
+                    ids
+                }
+                Err(e) => {
+                    tracing::warn!(target: "swarm_api::node", %conv, error = %e, "cannot list the new commits");
+                    Vec::new()
                 }
             }
-        }
-        for id in &i.new_commits {
-            let Some((device, message)) = authors.remove(id) else {
-                continue;
-            };
-            match Body::parse(&message) {
-                Ok(Body::Member(m)) => self.emit(Event::MemberEvent {
-                    conv,
-                    commit: *id,
-                    uri: m.uri,
-                    action: m.action,
-                }),
-                Ok(Body::Initial(_)) | Err(_) => {}
-                Ok(body) => self.emit(Event::MessageReceived {
-                    conv,
-                    commit: *id,
-                    device,
-                    body,
-                }),
+        };
+        if let Ok(repo) = Repo::open(&*self.inner.storage, conv) {
+            for id in &shown {
+                let Ok(c) = repo.commit(id) else { continue };
+                if c.parents.len() > 1 || c.device == self.inner.me.device.id() {
+                    continue;
+                }
+                match Body::parse(&c.message) {
+                    Ok(Body::Member(m)) => self.emit(Event::MemberEvent {
+                        conv,
+                        commit: *id,
+                        uri: m.uri,
+                        action: m.action,
+                    }),
+                    Ok(Body::Initial(_)) | Err(_) => {}
+                    Ok(body) => self.emit(Event::MessageReceived {
+                        conv,
+                        commit: *id,
+                        device: c.device,
+                        body,
+                    }),
+                }
             }
         }
         self.emit(Event::Synced {

@@ -48,6 +48,11 @@ impl Peer {
             .map(|c| c.id)
             .collect()
     }
+    /// The device that made `commit`, if this peer stores it.
+    fn storage_commit_device(&self, conv: ConversationId, commit: &CommitId) -> Option<DeviceId> {
+        let repo = Repo::open(&*self.storage, conv).ok()?;
+        repo.commit(commit).ok().map(|c| c.device)
+    }
     fn role(&self, conv: ConversationId, of: &Peer) -> Option<MemberRole> {
         let repo = Repo::open(&*self.storage, conv).unwrap();
         repo.state(&repo.head().unwrap())
@@ -66,6 +71,10 @@ fn config() -> NodeConfig {
 }
 
 fn peer(net: &SimNetwork, name: &str) -> Peer {
+    peer_with(net, name, config())
+}
+
+fn peer_with(net: &SimNetwork, name: &str, config: NodeConfig) -> Peer {
     let now = OffsetDateTime::now_utc();
     let account = Arc::new(Account::generate(name, now, &mut OsRng).unwrap());
     let device = account.new_device(now, &mut OsRng).unwrap();
@@ -82,7 +91,7 @@ fn peer(net: &SimNetwork, name: &str) -> Peer {
         storage.clone(),
         transport,
         Arc::new(Engine::default()),
-        config(),
+        config,
     );
     let runner = node.clone();
     tokio::spawn(async move { runner.run().await });
@@ -108,7 +117,19 @@ async fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) {
 
 /// Alice creates a conversation; every other peer is invited, clones it from Alice and joins.
 async fn group(net: &SimNetwork, names: &[&str], mode: Mode) -> (Vec<Peer>, ConversationId) {
-    let peers: Vec<Peer> = names.iter().map(|n| peer(net, n)).collect();
+    group_with(net, names, mode, config()).await
+}
+
+async fn group_with(
+    net: &SimNetwork,
+    names: &[&str],
+    mode: Mode,
+    config: NodeConfig,
+) -> (Vec<Peer>, ConversationId) {
+    let peers: Vec<Peer> = names
+        .iter()
+        .map(|n| peer_with(net, n, config.clone()))
+        .collect();
     let alice = &peers[0];
     let conv = create_conversation(
         &*alice.storage,
@@ -145,12 +166,17 @@ async fn group(net: &SimNetwork, names: &[&str], mode: Mode) -> (Vec<Peer>, Conv
 /// Lets announcements flow and, as on reconnection, gossips: each peer fetches from its
 /// neighbours on a ring of growing stride, until all heads are equal.
 async fn converge(peers: &[Peer], conv: ConversationId) {
+    converge_within(peers, conv, 40).await
+}
+
+/// [`converge`] within `rounds` gossip rounds.
+async fn converge_within(peers: &[Peer], conv: ConversationId, rounds: usize) {
     let n = peers.len();
-    for round in 0..40usize {
+    for round in 0..rounds {
         tokio::time::advance(Duration::from_millis(200)).await;
         tokio::task::yield_now().await;
         let heads: BTreeSet<_> = peers.iter().map(|p| p.head(conv)).collect();
-        if heads.len() == 1 {
+        if heads.len() <= 1 {
             return;
         }
         let stride = 1 + round % n.max(2).saturating_sub(1);
@@ -161,8 +187,12 @@ async fn converge(peers: &[Peer], conv: ConversationId) {
             }
         }
     }
-    let heads: Vec<_> = peers.iter().map(|p| p.head(conv)).collect();
-    panic!("peers did not converge: {heads:?}");
+    let heads: BTreeSet<_> = peers.iter().map(|p| p.head(conv)).collect();
+    panic!(
+        "{} peers did not converge within {rounds} rounds: {} heads {heads:?}",
+        n,
+        heads.len()
+    );
 }
 
 fn assert_agree(peers: &[Peer], conv: ConversationId, sent: &[CommitId]) {
@@ -572,21 +602,33 @@ async fn criss_cross_merges_lose_no_message() {
     assert_agree(&peers, conv, &sent);
 }
 
-/// `SWARM_SIM_PEERS` / `SWARM_SIM_ROUNDS` / `SWARM_SIM_SEED` override the defaults (the long
-/// soak: `SWARM_SIM_PEERS=200 SWARM_SIM_ROUNDS=100 cargo test --release -p swarm-api --test
-/// sim_scenarios randomized`).
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The seeds, peers and rounds of the randomized simulation. By default 20 seeds, each with its
+/// own number of peers (8 to 57: some runs above the 41 that a ring of strides up to 40 always
+/// covers) and 6 rounds: sized for CI. `SWARM_SIM_PEERS`, `SWARM_SIM_ROUNDS`, `SWARM_SIM_SEED`
+/// (first seed) and `SWARM_SIM_SEEDS` (how many) override them; the release soak is
+/// `SWARM_SIM_PEERS=200 SWARM_SIM_ROUNDS=100 SWARM_SIM_SEEDS=1 cargo test --release -p swarm-api
+/// --test sim_scenarios randomized -- --nocapture`.
+fn env_or(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(start_paused = true)]
 async fn randomized_partitions_and_healing_converge_without_losing_messages() {
-    let n = env_or("SWARM_SIM_PEERS", 50) as usize;
-    let rounds = env_or("SWARM_SIM_ROUNDS", 20);
-    let seed = env_or("SWARM_SIM_SEED", 42);
+    let first = env_or("SWARM_SIM_SEED").unwrap_or(42);
+    let seeds = env_or("SWARM_SIM_SEEDS").unwrap_or(20);
+    for seed in first..first + seeds {
+        let n = env_or("SWARM_SIM_PEERS").unwrap_or(8 + (seed * 7) % 50) as usize;
+        let rounds = env_or("SWARM_SIM_ROUNDS").unwrap_or(6);
+        Box::pin(randomized(n, rounds, seed)).await;
+    }
+}
+
+/// `n` peers in a PUBLIC conversation; `rounds` of random partitions in which random peers
+/// send; a last split in two sides that settle on two heads; then the heal with the author of
+/// the higher head kept away: the others must converge without any new message (nobody waits
+/// for a merger that is not there) within a few gossip rounds; then everyone converges and
+/// agrees.
+async fn randomized(n: usize, rounds: u64, seed: u64) {
     let net = SimNetwork::new(seed);
     net.set_latency(Duration::from_millis(20));
     let names: Vec<String> = (0..n).map(|i| format!("peer{i}")).collect();
@@ -613,17 +655,6 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
         Box::pin(p.node.commit(conv, &body, &ch)).await.unwrap();
     }
     Box::pin(converge(&peers, conv)).await;
-    if std::env::var("SWARM_SIM_DEBUG").is_ok() {
-        let h = Repo::open(&*peers[0].storage, conv)
-            .unwrap()
-            .history()
-            .unwrap();
-        eprintln!(
-            "after setup: {} commits, {} merges",
-            h.len(),
-            h.iter().filter(|c| c.parents.len() > 1).count()
-        );
-    }
     let mut sent: Vec<CommitId> = Vec::new();
     for round in 0..rounds {
         // A random partition into 1 to 3 groups.
@@ -667,6 +698,52 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
         tokio::time::advance(Duration::from_secs(2)).await;
         tokio::task::yield_now().await;
     }
+    // The last partition: two sides of at least two peers, each settled on its own head with
+    // a last message from a random peer of the side. Then the heal without the author of the
+    // higher head — the device the divergence would wait for — and no new message: the
+    // devices present must converge within a few gossip rounds.
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, net.random(i as u64 + 1) as usize);
+    }
+    let cut = 2 + net.random(n as u64 - 3) as usize;
+    let sides: Vec<Vec<Peer>> = [&order[..cut], &order[cut..]]
+        .iter()
+        .map(|side| side.iter().map(|i| peers[*i].clone_view()).collect())
+        .collect();
+    net.partition(
+        &sides
+            .iter()
+            .map(|side| side.iter().map(Peer::dev).collect())
+            .collect::<Vec<_>>(),
+    );
+    let mut last = Vec::new();
+    for side in &sides {
+        Box::pin(converge(side, conv)).await;
+        let p = &side[net.random(side.len() as u64) as usize];
+        let id = Box::pin(p.node.send(conv, "last word on this side"))
+            .await
+            .unwrap();
+        sent.push(id);
+        last.push((id, p.dev()));
+        Box::pin(converge(side, conv)).await;
+    }
+    let (_, away) = *last.iter().max().expect("two sides");
+    net.partition(&[vec![away]]);
+    let present: Vec<Peer> = peers
+        .iter()
+        .filter(|p| p.dev() != away)
+        .map(Peer::clone_view)
+        .collect();
+    if std::env::var("SWARM_SIM_DEBUG").is_ok() {
+        let heads: BTreeSet<_> = present.iter().filter_map(|p| p.head(conv)).collect();
+        for h in &heads {
+            let holders = present.iter().filter(|p| p.head(conv) == Some(*h)).count();
+            let author = present.iter().find_map(|p| p.storage_commit_device(conv, h));
+            eprintln!("at the heal: {h} held by {holders}, author away: {}", author == Some(away));
+        }
+    }
+    Box::pin(converge_within(&present, conv, 8)).await;
     net.heal();
     Box::pin(converge(&peers, conv)).await;
     assert_agree(&peers, conv, &sent);
@@ -677,7 +754,10 @@ async fn randomized_partitions_and_healing_converge_without_losing_messages() {
     let merges = history.iter().filter(|c| c.parents.len() > 1).count();
     let fetches: u64 = peers.iter().map(|p| p.node.fetch_attempts()).sum();
     eprintln!(
-        "{n} peers, {rounds} rounds: {} commits ({merges} merges), {fetches} fetches",
+        "seed {seed}: {n} peers, {rounds} rounds, sides of {} and {}: {} commits ({merges} merges), \
+         {fetches} fetches",
+        sides[0].len(),
+        sides[1].len(),
         history.len()
     );
 }
@@ -757,4 +837,169 @@ async fn lost_announcements_are_made_up_for_by_reconnection_syncs() {
     }
     Box::pin(converge(&peers, conv)).await;
     assert_agree(&peers, conv, &sent);
+}
+
+/// The merge commits this peer's head reaches.
+fn merges(p: &Peer, conv: ConversationId) -> Vec<CommitId> {
+    Repo::open(&*p.storage, conv)
+        .unwrap()
+        .history()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.parents.len() > 1)
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Two commits across a partition; after the heal the author of the higher head (the device
+/// that would merge) stays offline. One exchange each way between a holder of each head — the
+/// lower one fetches, stores the branch beside its head and asks the other to fetch back; that
+/// one, holding a branch it has *stored* from nowhere yet, must fetch and merge — and the
+/// present devices converge on one head with both messages, with no new message written and
+/// no timer involved (the merge delay is an hour).
+#[tokio::test(start_paused = true)]
+async fn a_divergence_merges_when_the_author_of_the_higher_head_stays_offline() {
+    let net = SimNetwork::new(11);
+    net.set_latency(Duration::from_millis(30));
+    let patient = NodeConfig {
+        merge_delay: Duration::from_secs(3600),
+        ..config()
+    };
+    let (peers, conv) = Box::pin(group_with(
+        &net,
+        &["Alice", "Bob", "Carla", "Denys"],
+        Mode::InvitesOnly,
+        patient,
+    ))
+    .await;
+    net.partition(&[
+        vec![peers[0].dev(), peers[1].dev()],
+        vec![peers[2].dev(), peers[3].dev()],
+    ]);
+    let a = peers[0].node.send(conv, "from Alice's side").await.unwrap();
+    let c = peers[2].node.send(conv, "from Carla's side").await.unwrap();
+    wait_for(Duration::from_secs(120), || {
+        peers[1].head(conv) == Some(a) && peers[3].head(conv) == Some(c)
+    })
+    .await;
+    let merges_before = merges(&peers[1], conv).len();
+    // The author of the higher head stays away; its partner holds that head.
+    let (author, holder, lower) = if a > c { (0, 1, 2) } else { (2, 3, 0) };
+    net.partition(&[vec![peers[author].dev()]]);
+    let present: Vec<Peer> = (0..4)
+        .filter(|i| *i != author)
+        .map(|i| peers[i].clone_view())
+        .collect();
+    let (h, l) = (&peers[holder], &peers[lower]);
+    let before = h.node.fetch_attempts();
+    let r = Box::pin(l.node.sync_from(conv, h.dev()))
+        .await
+        .unwrap()
+        .expect("the higher branch was fetched");
+    assert_eq!(
+        r.unmerged,
+        Some(h.head(conv).unwrap()),
+        "the holder of the lower head defers to the holder of the higher one"
+    );
+    // The request to fetch back reaches the holder, which fetches and merges; the merge's
+    // announcement brings the others along. (Deadlines past the backoff cap: a fetch that
+    // failed during the set-up may hold a peer back for a while.)
+    wait_for(Duration::from_secs(120), || {
+        present
+            .iter()
+            .all(|p| p.head(conv) == present[0].head(conv))
+    })
+    .await;
+    assert_eq!(
+        h.node.fetch_attempts(),
+        before + 1,
+        "one fetch back, no more"
+    );
+    for p in &present {
+        let t = p.timeline(conv);
+        assert!(t.contains(&a) && t.contains(&c), "both messages displayed");
+        assert_eq!(
+            merges(p, conv).len(),
+            merges_before + 1,
+            "exactly one merge"
+        );
+    }
+    net.heal();
+    converge(&peers, conv).await;
+    assert_agree(&peers, conv, &[a, c]);
+}
+
+/// The device that should merge is asked to and never does (the request is lost and it goes
+/// away): the device that stored the branch beside its head merges it on its own after the
+/// merge delay — and reports the branch's message when it becomes displayed, not when it was
+/// stored.
+#[tokio::test(start_paused = true)]
+async fn a_stored_branch_is_merged_by_its_holder_when_the_designated_merger_never_does() {
+    let net = SimNetwork::new(12);
+    let cfg = NodeConfig {
+        merge_delay: Duration::from_secs(5),
+        ..config()
+    };
+    let (peers, conv) = Box::pin(group_with(&net, &["Alice", "Bob"], Mode::InvitesOnly, cfg)).await;
+    net.partition(&[vec![peers[0].dev()], vec![peers[1].dev()]]);
+    let a = peers[0].node.send(conv, "Alice alone").await.unwrap();
+    let b = peers[1].node.send(conv, "Bob alone").await.unwrap();
+    net.heal();
+    // Every signal is lost: the request to fetch back never arrives.
+    net.set_loss(1.0);
+    let (hi, lo, hi_msg, lo_msg) = if a > b { (0, 1, a, b) } else { (1, 0, b, a) };
+    let (hi_p, lo_p) = (&peers[hi], &peers[lo]);
+    let mut events = lo_p.node.events();
+    let r = Box::pin(lo_p.node.sync_from(conv, hi_p.dev()))
+        .await
+        .unwrap()
+        .expect("the branch was fetched");
+    assert_eq!(
+        r.unmerged,
+        Some(hi_msg),
+        "the author of the higher head merges"
+    );
+    assert_eq!(lo_p.head(conv), Some(lo_msg), "the head stays");
+    assert!(
+        lo_p.storage
+            .object(&conv, &hi_msg.object_id())
+            .unwrap()
+            .is_some(),
+        "the branch is stored"
+    );
+    assert!(
+        !lo_p.node.is_integrated(&conv, &hi_msg),
+        "stored beside the head is not integrated"
+    );
+    assert!(!lo_p.timeline(conv).contains(&hi_msg), "not displayed yet");
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, Event::MessageReceived { commit, .. } if commit == hi_msg),
+            "a stored, undisplayed message is not reported as received"
+        );
+    }
+    // The designated merger goes away for good.
+    net.partition(&[vec![hi_p.dev()]]);
+    wait_for(Duration::from_secs(10), || {
+        lo_p.timeline(conv).contains(&hi_msg)
+    })
+    .await;
+    let head = lo_p.head(conv).unwrap();
+    let merge = Repo::open(&*lo_p.storage, conv)
+        .unwrap()
+        .commit(&head)
+        .unwrap();
+    assert_eq!(merge.parents, vec![lo_msg, hi_msg], "our head, then theirs");
+    let mut reported = false;
+    while let Ok(e) = events.try_recv() {
+        reported |= matches!(e, Event::MessageReceived { commit, .. } if commit == hi_msg);
+    }
+    assert!(reported, "the message is reported once it is displayed");
+    // Together again: the other side adopts the merge; nobody makes a second one.
+    net.set_loss(0.0);
+    net.heal();
+    converge(&peers, conv).await;
+    assert_agree(&peers, conv, &[a, b]);
+    assert_eq!(merges(&peers[0], conv), merges(&peers[1], conv));
+    assert!(merges(&peers[0], conv).contains(&head));
 }

@@ -15,6 +15,15 @@
 //!    atomically — fast-forward, adoption of an equivalent head, or a merge commit signed by
 //!    this device — or drops everything and reports the rule the peer broke.
 //!
+//! **Stored is not integrated.** Storage holds every validated commit that arrived, including
+//! a branch kept beside the head when this device left the merge to another
+//! ([`Integrated::unmerged`]). Such a commit is valid but not displayed; every decision of the
+//! form "do I have it?" that leads to fetching, merging or reporting asks whether the head
+//! *reaches* it ([`crate::node::Node::is_integrated`], `Graph::is_ancestor`), never whether it
+//! is stored. Only two questions may use "stored": which objects need not be sent again (the
+//! probe answers and the server's knowledge of the client's head), and which commits need not
+//! be validated again (the validated closure of a promoted branch).
+//!
 //! [`Client`] and [`Server`] are state machines fed frames (decoded by [`wire::Decoder`]);
 //! [`fetch`] and [`serve`] drive them over an async stream.
 
@@ -28,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use wire::{Decoder, Frame, WireError};
 
 use crate::graph::Graph;
-use crate::id::{CommitId, ConversationId};
+use crate::id::{CommitId, ConversationId, DeviceId};
 use crate::merge::merge_files;
 use crate::object::{
     build_tree, dir_entries, read_tree, Kind, Object, ObjectError, ObjectSource, TreeLimits,
@@ -643,8 +652,10 @@ pub struct Integrated {
     /// The merge commit this device made, if any.
     pub merge: Option<CommitId>,
     /// The histories diverged and this device kept its head without merging (policy, or not
-    /// allowed to sign the merge): someone else has to merge.
-    pub diverged: bool,
+    /// allowed to sign the merge): the fetched tip, stored and validated but **not** reachable
+    /// from the head, so not displayed. Someone has to merge it; [`crate::node::Node`] asks the
+    /// peer to and merges it itself after [`crate::node::NodeConfig::merge_delay`].
+    pub unmerged: Option<CommitId>,
 }
 
 /// Quarantined objects over stored ones.
@@ -702,7 +713,7 @@ pub fn integrate(
     // is still there); a local commit is never blocked by a fetch.
     for _ in 0..8 {
         match integrate_inner(storage, engine, graph, &q, tip, merge, time) {
-            Ok((update, merge_objects, new_commits, merged, diverged)) => {
+            Ok((update, merge_objects, new_commits, merged, unmerged)) => {
                 if !merge_objects.is_empty() {
                     storage.quarantine_put(&q, &merge_objects)?;
                 }
@@ -714,7 +725,7 @@ pub fn integrate(
                             old_head,
                             head: update.new,
                             merge: merged,
-                            diverged,
+                            unmerged: unmerged.then_some(tip),
                         })
                     }
                     Err(StorageError::HeadMoved { .. }) => continue,
@@ -737,12 +748,12 @@ pub fn integrate(
     Err(SyncError::Io("the head kept moving; try again".into()))
 }
 
-/// Whether `device` made commit `id`.
-fn authored_by(src: &dyn ObjectSource, id: &CommitId, device: &crate::id::DeviceId) -> bool {
+/// The device that made commit `id` (its author email), if it reads as a commit.
+fn author_device(src: &dyn ObjectSource, id: &CommitId) -> Option<DeviceId> {
     src.expect(&id.object_id(), Kind::Commit)
         .ok()
         .and_then(|o| crate::commit::Commit::parse(*id, &o.data).ok())
-        .is_some_and(|c| c.device == *device)
+        .map(|c| c.device)
 }
 
 type Plan = (
@@ -760,12 +771,41 @@ pub enum MergePolicy<'a> {
     Never,
     /// Merge, signed by this device.
     Always(&'a Signer<'a>),
-    /// Merge only if our head's id is higher than the tip's *and* this device made our head;
-    /// otherwise keep our head and let that one device (which applies the same rule) make the
-    /// merge. Without this, every peer that sees a divergence makes its own merge commit.
-    /// Callers fall back to [`MergePolicy::Always`] when a deferred divergence persists (the
-    /// designated device may be offline or not allowed to sign).
-    DeferToHigher(&'a Signer<'a>),
+    /// Merge only if this device is the [`designated_merger`] of the divergence between our
+    /// head and the tip fetched from `peer`; otherwise keep our head (storing the branch) and
+    /// report it [`Integrated::unmerged`]. Two devices that meet over a divergence agree on
+    /// which of them merges, so one merge results, not one per device that sees it.
+    Designated {
+        /// Signs the merge when this device is the one.
+        signer: &'a Signer<'a>,
+        /// The device the tip was fetched from.
+        peer: DeviceId,
+    },
+}
+
+/// Which of two devices that meet over a divergence makes the merge commit; both compute the
+/// same answer from the same four facts, whichever side fetches.
+///
+/// `(head, author)` pairs are each side's head and the device that made it. The author of the
+/// higher head merges if it is one of the two (the rule that keeps a swarm from making one
+/// merge per device: every other device holding that head defers to it). If it is neither —
+/// offline, gone, or just not part of this exchange — the device *holding* the higher head
+/// merges, so a divergence never waits for a device that may not come back.
+pub fn designated_merger(
+    me: DeviceId,
+    ours: (CommitId, Option<DeviceId>),
+    peer: DeviceId,
+    theirs: (CommitId, Option<DeviceId>),
+) -> DeviceId {
+    let (higher, holder) = if ours.0 > theirs.0 {
+        (ours, me)
+    } else {
+        (theirs, peer)
+    };
+    match higher.1 {
+        Some(author) if author == me || author == peer => author,
+        _ => holder,
+    }
 }
 
 fn integrate_inner(
@@ -829,12 +869,17 @@ fn integrate_inner(
     }
     let signer = match policy {
         MergePolicy::Always(s) => s,
-        MergePolicy::DeferToHigher(s)
-            if head > tip && authored_by(&view, &head, &s.device.id()) =>
+        MergePolicy::Designated { signer, peer }
+            if designated_merger(
+                signer.device.id(),
+                (head, author_device(&view, &head)),
+                peer,
+                (tip, author_device(&view, &tip)),
+            ) == signer.device.id() =>
         {
-            s
+            signer
         }
-        MergePolicy::Never | MergePolicy::DeferToHigher(_) => {
+        MergePolicy::Never | MergePolicy::Designated { .. } => {
             return Ok((keep, vec![], new_commits, None, true))
         }
     };
