@@ -739,8 +739,13 @@ async fn randomized(n: usize, rounds: u64, seed: u64) {
         let heads: BTreeSet<_> = present.iter().filter_map(|p| p.head(conv)).collect();
         for h in &heads {
             let holders = present.iter().filter(|p| p.head(conv) == Some(*h)).count();
-            let author = present.iter().find_map(|p| p.storage_commit_device(conv, h));
-            eprintln!("at the heal: {h} held by {holders}, author away: {}", author == Some(away));
+            let author = present
+                .iter()
+                .find_map(|p| p.storage_commit_device(conv, h));
+            eprintln!(
+                "at the heal: {h} held by {holders}, author away: {}",
+                author == Some(away)
+            );
         }
     }
     Box::pin(converge_within(&present, conv, 8)).await;
