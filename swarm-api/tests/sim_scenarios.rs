@@ -1008,3 +1008,60 @@ async fn a_stored_branch_is_merged_by_its_holder_when_the_designated_merger_neve
     assert_eq!(merges(&peers[0], conv), merges(&peers[1], conv));
     assert!(merges(&peers[0], conv).contains(&head));
 }
+
+/// A hostile device announces what cannot need a fetch: malformed payloads, and a commit the
+/// head already reaches (the conversation's initial commit, the deepest one). Nothing is
+/// fetched, nothing changes, and an honest announcement is still followed.
+#[tokio::test(start_paused = true)]
+async fn announcements_of_integrated_commits_or_garbage_cause_no_fetch() {
+    use swarm_api::node::ANNOUNCE;
+    use swarm_api::traits::{Destination, Signal, Transport};
+    let net = SimNetwork::new(13);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], Mode::InvitesOnly)).await;
+    let (alice, bob) = (&peers[0], &peers[1]);
+    let now = OffsetDateTime::now_utc();
+    let mallory_account = Account::generate("Mallory", now, &mut OsRng).unwrap();
+    let mallory_device = mallory_account.new_device(now, &mut OsRng).unwrap();
+    let mallory = net.join(swarm_api::sync::Peer {
+        device: mallory_device.id(),
+        account: mallory_account.uri(),
+    });
+    let head = alice.head(conv).unwrap();
+    let before = alice.node.fetch_attempts();
+    let announce = |commit: String| Signal {
+        kind: ANNOUNCE.into(),
+        payload: format!(
+            r#"{{"deviceId":"{}","conversationId":"{conv}","commit":"{commit}"}}"#,
+            mallory_device.id()
+        )
+        .into_bytes(),
+    };
+    let garbage = [
+        Signal {
+            kind: ANNOUNCE.into(),
+            payload: b"{not json".to_vec(),
+        },
+        Signal {
+            kind: ANNOUNCE.into(),
+            payload: vec![0xff; 70_000],
+        },
+        announce("not-a-commit-id".into()),
+        announce(conv.initial_commit().to_string()),
+        announce(head.to_string()),
+    ];
+    for s in garbage {
+        mallory
+            .send_signal(Destination::Device(alice.dev()), s)
+            .await
+            .unwrap();
+    }
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(alice.node.fetch_attempts(), before, "nothing was fetched");
+    assert_eq!(alice.head(conv), Some(head), "the head stays");
+    // An honest announcement still works.
+    let hi = bob.node.send(conv, "still here").await.unwrap();
+    wait_for(Duration::from_secs(10), || alice.head(conv) == Some(hi)).await;
+}
