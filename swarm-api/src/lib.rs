@@ -12,8 +12,12 @@
 //! - [`Validator`](traits::Validator): whether a commit is allowed;
 //! - [`MessageType`](traits::MessageType): a commit `type` and its rules (built-in or plugin).
 //!
-//! Nothing here opens a socket or a file or reads the clock: time is passed in, randomness
-//! comes from a caller-supplied RNG, storage and transport are traits.
+//! The protocol, the rules and the merge are sans-IO and deterministic: validation reads no
+//! clock and opens no file or socket, storage and transport are traits, randomness comes from
+//! a caller-supplied RNG. Two layers above them do drive real time: [`node::Node`] (the sync
+//! engine: it spawns tokio tasks, applies timeouts and dates its commits with the wall clock,
+//! display-only) and [`host::Host`] (a whole node for an app: it also keeps its own small
+//! state in a home directory). The simulation drives both on tokio's paused clock.
 //!
 //! ```
 //! use swarm_api::{body::Body, id::AccountUri};
@@ -27,6 +31,7 @@
 pub mod body;
 pub mod commit;
 pub mod graph;
+pub mod host;
 pub mod id;
 pub mod identity;
 pub mod jami;

@@ -162,6 +162,42 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A fetch from `peer` started (a clone when the conversation is not stored yet).
+    SyncStarted {
+        /// The peer.
+        peer: DeviceId,
+        /// The conversation.
+        conv: ConversationId,
+    },
+    /// A running fetch received more objects (reported per batch, not per object).
+    SyncProgress {
+        /// The peer.
+        peer: DeviceId,
+        /// The conversation.
+        conv: ConversationId,
+        /// Objects received so far in this fetch.
+        objects: usize,
+    },
+    /// An invitation to a conversation arrived and was kept as a request (see
+    /// [`crate::host::Host::requests`]). Nothing in it is trusted: joining validates everything.
+    InvitationReceived {
+        /// The conversation.
+        conv: ConversationId,
+        /// Who sent it, as the transport authenticated it.
+        from: Peer,
+        /// The title the inviter announced (unverified, at most 200 characters).
+        title: Option<String>,
+    },
+    /// A device connected (authenticated by the transport).
+    PeerConnected {
+        /// The device and its account.
+        peer: Peer,
+    },
+    /// A connected device is no longer connected.
+    PeerDisconnected {
+        /// The device and its account.
+        peer: Peer,
+    },
 }
 
 /// Errors of node operations.
@@ -224,7 +260,7 @@ struct Announce {
 }
 
 /// Wall-clock seconds for commit timestamps (display only; the core never trusts them).
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -292,7 +328,7 @@ impl Node {
         g.entry(*conv).or_default().clone()
     }
 
-    fn emit(&self, e: Event) {
+    pub(crate) fn emit(&self, e: Event) {
         let _ = self.inner.events.send(e);
     }
 
@@ -502,6 +538,7 @@ impl Node {
         self.inner
             .fetch_attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.emit(Event::SyncStarted { peer, conv });
         let result =
             tokio::time::timeout(self.inner.config.sync_timeout, self.fetch(conv, peer)).await;
         self.inner
@@ -590,7 +627,8 @@ impl Node {
                 sync::MergePolicy::Designated { signer, peer }
             }
         };
-        let (integrated, _) = sync::fetch(
+        let events = self.inner.events.clone();
+        let (integrated, _) = sync::fetch_with_progress(
             &mut stream,
             conv,
             &*self.inner.storage,
@@ -599,6 +637,13 @@ impl Node {
             policy(&signer),
             unix_now(),
             self.inner.config.bundle_limits,
+            &mut |objects| {
+                let _ = events.send(Event::SyncProgress {
+                    peer,
+                    conv,
+                    objects,
+                });
+            },
         )
         .await?;
         {

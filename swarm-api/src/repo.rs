@@ -318,6 +318,30 @@ impl<'a> Repo<'a> {
         Ok(diff(&old, &new))
     }
 
+    /// The conversation's title at `commit`: the `FN` of `profile.vcf` (vCard escapes undone),
+    /// if there is one.
+    pub fn title(&self, commit: &CommitId) -> Option<String> {
+        let vcf = self.read_file(commit, layout::PROFILE).ok()??;
+        let text = String::from_utf8_lossy(&vcf);
+        let value = text
+            .lines()
+            .find_map(|l| l.trim_end_matches('\r').strip_prefix("FN:"))?;
+        let mut out = String::new();
+        let mut chars = value.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        }
+        Some(out)
+    }
+
     /// Every commit reachable from the head, in display order (parents first; see
     /// [`crate::order`]).
     pub fn history(&self) -> Result<Vec<Commit>, RepoError> {

@@ -1,10 +1,11 @@
-//! The pluggable parts besides [`crate::storage::Storage`]: [`Transport`], [`Validator`] and
-//! [`MessageType`].
+//! The pluggable parts besides [`crate::storage::Storage`]: [`Transport`], [`Discovery`],
+//! [`Validator`] and [`MessageType`].
 //!
 //! Implementations live in their own crates (`transport-quic`, `transport-dht`,
 //! `swarm-plugins`); the core only sees these traits.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 use crate::body::{Body, Mode};
@@ -83,6 +84,9 @@ pub enum TransportError {
     /// The transport was shut down.
     #[error("transport closed")]
     Closed,
+    /// The transport cannot do this (e.g. dial an address).
+    #[error("this transport does not support {0}")]
+    Unsupported(&'static str),
     /// Any other failure.
     #[error("transport failed: {0}")]
     Other(String),
@@ -111,6 +115,54 @@ pub trait Transport: Send + Sync {
 
     /// Waits for the next incoming channel or signal; `None` once the transport is closed.
     fn next_incoming(&self) -> BoxFuture<'_, Option<Incoming>>;
+
+    /// Records that `to` can be reached at `addr` (from a [`Discovery`] service, the user or a
+    /// remembered connection). Returns `false` if this transport does not dial addresses (the
+    /// default).
+    fn add_address(&self, to: Destination, addr: SocketAddr) -> bool {
+        let _ = (to, addr);
+        false
+    }
+
+    /// Connects to whoever listens at `addr` and returns the peer, once authenticated. The
+    /// default: [`TransportError::Unsupported`].
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, Result<Peer, TransportError>> {
+        let _ = addr;
+        Box::pin(async { Err(TransportError::Unsupported("dialling an address")) })
+    }
+
+    /// The devices with a live connection now (empty for a transport without connections).
+    fn connected(&self) -> Vec<Peer> {
+        Vec::new()
+    }
+
+    /// The address `device` is reached at, if this transport knows one.
+    fn address_of(&self, device: &DeviceId) -> Option<SocketAddr> {
+        let _ = device;
+        None
+    }
+
+    /// Where this transport listens, if it listens on a socket address.
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
+/// Finds where a device or an account can be reached, and tells others where this device
+/// listens (DESIGN §6: the DHT is one implementation; a rendezvous server or mDNS could be
+/// others). The node asks it when no transport can reach a device, hands the addresses to the
+/// transports ([`Transport::add_address`]) and tries again.
+pub trait Discovery: Send + Sync {
+    /// The addresses found for `who` (empty if none, after a bounded search).
+    fn resolve(&self, who: Destination) -> BoxFuture<'_, Vec<SocketAddr>>;
+
+    /// Publishes the addresses this device listens on (replacing what was published).
+    fn publish(&self, addrs: Vec<SocketAddr>);
+
+    /// A description of the service's state for clients (e.g. `swarm-chat dht status`).
+    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async { serde_json::json!({}) })
+    }
 }
 
 /// What a [`Validator`] or [`MessageType`] sees of one commit. Everything is taken from the

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use swarm_api::identity::{verify_device, AccountCert, DeviceCert};
 use swarm_api::traits::{
-    BoxFuture, Channel, Destination, Incoming, Peer, Signal, Transport, TransportError,
+    BoxFuture, Channel, Destination, Discovery, Incoming, Peer, Signal, Transport, TransportError,
 };
 use swarm_api::DeviceId;
 use tokio::sync::{mpsc, watch};
@@ -387,6 +387,49 @@ impl Dht {
             bootstrap,
             published: self.shared.published.borrow().clone(),
         }
+    }
+}
+
+/// Discovery through the DHT: a device's (or account's) fresh, verified address records, and
+/// this device's signed record kept published. Without bootstrap nodes there is no network to
+/// ask, and `resolve` answers at once with nothing.
+impl Discovery for Dht {
+    fn resolve(&self, who: Destination) -> BoxFuture<'_, Vec<SocketAddr>> {
+        Box::pin(async move {
+            if self.shared.config.bootstrap.is_empty() {
+                return Vec::new();
+            }
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for rec in self.resolve_all(who).await {
+                for addr in rec.addrs {
+                    tracing::debug!(target: LOG, device = %rec.peer.device, %addr, "located");
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+            }
+            addrs
+        })
+    }
+
+    fn publish(&self, addrs: Vec<SocketAddr>) {
+        Dht::publish(self, addrs)
+    }
+
+    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let s = Dht::status(self).await;
+            serde_json::json!({
+                "enabled": true,
+                "node_id": s.node_id,
+                "port": s.port,
+                "running": s.running,
+                "bootstrap": s.bootstrap.iter()
+                    .map(|(a, ok)| serde_json::json!({"addr": a, "answering": ok}))
+                    .collect::<Vec<_>>(),
+                "published": s.published,
+            })
+        })
     }
 }
 

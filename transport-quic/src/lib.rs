@@ -689,4 +689,30 @@ impl Transport for QuicTransport {
             }
         })
     }
+
+    fn add_address(&self, to: Destination, addr: SocketAddr) -> bool {
+        self.add_peer(to, addr);
+        true
+    }
+
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, Result<Peer, TransportError>> {
+        Box::pin(async move {
+            self.connect_addr(addr)
+                .await
+                .map(|(peer, _)| peer)
+                .map_err(|e| transport_error(None, e))
+        })
+    }
+
+    fn connected(&self) -> Vec<Peer> {
+        QuicTransport::connected(self)
+    }
+
+    fn address_of(&self, device: &DeviceId) -> Option<SocketAddr> {
+        QuicTransport::address_of(self, device)
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        QuicTransport::local_addr(self).ok()
+    }
 }

@@ -1024,6 +1024,34 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     time: i64,
     limits: BundleLimits,
 ) -> Result<(Option<Integrated>, FetchStats), SyncError> {
+    fetch_with_progress(
+        stream,
+        conv,
+        storage,
+        engine,
+        graph,
+        merge,
+        time,
+        limits,
+        &mut |_| {},
+    )
+    .await
+}
+
+/// [`fetch`], calling `progress` with the number of objects received so far each time a batch
+/// of them is put in quarantine (every 256 objects, and once more before validation).
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    conv: ConversationId,
+    storage: &dyn Storage,
+    engine: &Engine,
+    graph: &std::sync::Mutex<Graph>,
+    merge: MergePolicy<'_>,
+    time: i64,
+    limits: BundleLimits,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<(Option<Integrated>, FetchStats), SyncError> {
     let head = storage.head(&conv)?;
     let mut client = Client::new(conv, head, limits);
     let mut stats = FetchStats::default();
@@ -1067,6 +1095,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                         };
                         storage.quarantine_put(q, &batch)?;
                         batch.clear();
+                        progress(stats.objects);
                     }
                 }
                 ClientStep::Done(o) => done = Some(o),
@@ -1087,6 +1116,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             if !batch.is_empty() {
                 storage.quarantine_put(&q, &batch)?;
             }
+            progress(stats.objects);
             let mut g = graph
                 .lock()
                 .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;

@@ -1,0 +1,373 @@
+//! The two small books a host keeps in its home: received invitations (`requests.json`) and
+//! peers' addresses with refused devices (`peers.json`). Both are bounded, whatever peers send.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::home::{Home, HomeError};
+
+use crate::id::{AccountUri, ConversationId, DeviceId, Target};
+use crate::traits::Destination;
+
+/// The signal kind of invitations.
+pub const INVITE: &str = "application/invite+json";
+/// At most this many invitations are pending at once.
+pub const MAX_PENDING: usize = 256;
+/// At most this many pending invitations come from one account: a flood from one sender
+/// replaces its own oldest ones, never the others'.
+pub const MAX_PENDING_PER_SENDER: usize = 16;
+/// At most this many addresses learned from connections are remembered (the oldest go first);
+/// addresses the user added are always kept.
+pub const MAX_LEARNED: usize = 1024;
+/// Titles and modes announced by inviters are cut to this many characters.
+pub const MAX_ANNOUNCED: usize = 200;
+
+/// The payload of an [`INVITE`] signal: what the inviter says about the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The conversation.
+    #[serde(rename = "conversationId")]
+    pub conversation: ConversationId,
+    /// Its title, as the inviter sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Its mode, as the inviter sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A received invitation, kept until joined or declined. Nothing in it is trusted: joining
+/// clones the conversation and validates every commit, the `join` included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The conversation.
+    pub id: ConversationId,
+    /// The inviting account (as the transport authenticated it).
+    pub from: AccountUri,
+    /// The inviting device (a first source to clone from).
+    pub device: DeviceId,
+    /// When it arrived (Unix seconds, this device's clock).
+    pub received: i64,
+    /// The announced title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The announced mode.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// Pending invitations and declined conversations.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Requests {
+    /// Pending, oldest first.
+    #[serde(default)]
+    pub requests: Vec<Request>,
+    /// Conversations declined (their invitations are not listed again).
+    #[serde(default)]
+    pub declined: BTreeSet<ConversationId>,
+}
+
+impl Requests {
+    /// The file in the home.
+    pub const FILE: &'static str = "requests.json";
+
+    /// The requests kept in `home` (none if the file does not exist yet).
+    pub fn load(home: &Home) -> Result<Self, HomeError> {
+        home.read_json(Self::FILE)
+    }
+
+    /// Reads, changes and writes the requests of `home` (one writer at a time in a process).
+    pub fn update<R>(home: &Home, f: impl FnOnce(&mut Self) -> R) -> Result<R, HomeError> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        home.update_json(Self::FILE, &LOCK, f)
+    }
+
+    /// Keeps `req`; `true` if it is new. A declined conversation stays declined; an invitation
+    /// already pending is refreshed only by the same account (another sender never rewrites
+    /// it); past the caps the oldest invitation of the sender with the most pending ones goes.
+    pub fn add(&mut self, req: Request) -> bool {
+        if self.declined.contains(&req.id) {
+            return false;
+        }
+        if let Some(old) = self.requests.iter_mut().find(|r| r.id == req.id) {
+            if old.from == req.from {
+                old.device = req.device;
+            }
+            return false;
+        }
+        let from_sender = self.requests.iter().filter(|r| r.from == req.from).count();
+        if from_sender >= MAX_PENDING_PER_SENDER {
+            self.evict_oldest_of(&req.from);
+        } else if self.requests.len() >= MAX_PENDING {
+            if let Some(top) = self.busiest_sender() {
+                self.evict_oldest_of(&top);
+            }
+        }
+        self.requests.push(req);
+        true
+    }
+
+    fn evict_oldest_of(&mut self, from: &AccountUri) {
+        if let Some(i) = self.requests.iter().position(|r| r.from == *from) {
+            let gone = self.requests.remove(i);
+            tracing::info!(target: "swarm_api::host", conv = %gone.id, from = %gone.from, "too many pending invitations: the sender's oldest dropped");
+        }
+    }
+
+    fn busiest_sender(&self) -> Option<AccountUri> {
+        let mut counts: std::collections::HashMap<AccountUri, usize> = Default::default();
+        for r in &self.requests {
+            *counts.entry(r.from).or_default() += 1;
+        }
+        // Ties go to the sender of the oldest request (the first met in order).
+        let max = counts.values().copied().max()?;
+        self.requests
+            .iter()
+            .find(|r| counts.get(&r.from) == Some(&max))
+            .map(|r| r.from)
+    }
+
+    /// The pending invitation to `conv`.
+    pub fn get(&self, conv: &ConversationId) -> Option<&Request> {
+        self.requests.iter().find(|r| r.id == *conv)
+    }
+
+    /// Removes the pending invitation to `conv`.
+    pub fn remove(&mut self, conv: &ConversationId) -> Option<Request> {
+        let i = self.requests.iter().position(|r| r.id == *conv)?;
+        Some(self.requests.remove(i))
+    }
+}
+
+/// How an address came to be known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The user added it.
+    Manual,
+    /// An authenticated connection came from it.
+    Learned,
+}
+
+/// One remembered address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// A device, or any device of an account.
+    pub who: Target,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How it is known.
+    pub source: Source,
+    /// When it was last confirmed (Unix seconds).
+    pub updated: i64,
+}
+
+/// Remembered addresses and refused devices.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct PeerBook {
+    /// Addresses.
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    /// Devices refused: their channels and signals are dropped, none are sent to them.
+    #[serde(default)]
+    pub blocked: BTreeSet<DeviceId>,
+}
+
+/// A book entry's target as a transport destination.
+pub fn destination(who: Target) -> Destination {
+    match who {
+        Target::Account(a) => Destination::Account(a),
+        Target::Device(d) => Destination::Device(d),
+    }
+}
+
+impl PeerBook {
+    /// The file in the home.
+    pub const FILE: &'static str = "peers.json";
+
+    /// The book kept in `home` (empty if the file does not exist yet).
+    pub fn load(home: &Home) -> Result<Self, HomeError> {
+        home.read_json(Self::FILE)
+    }
+
+    /// Reads, changes and writes the book of `home` (one writer at a time in a process).
+    pub fn update<R>(home: &Home, f: impl FnOnce(&mut Self) -> R) -> Result<R, HomeError> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        home.update_json(Self::FILE, &LOCK, f)
+    }
+
+    /// Remembers that `who` listens at `addr`; `true` if the book changed. A device has one
+    /// address (the newest); an account may have several. A learned address never demotes a
+    /// manual one; past [`MAX_LEARNED`] learned entries the oldest learned one goes.
+    pub fn remember(&mut self, who: Target, addr: SocketAddr, source: Source, now: i64) -> bool {
+        if let Some(e) = self
+            .peers
+            .iter_mut()
+            .find(|e| e.who == who && (e.addr == addr || matches!(who, Target::Device(_))))
+        {
+            if e.addr == addr && (e.source == source || e.source == Source::Manual) {
+                return false;
+            }
+            e.addr = addr;
+            if source == Source::Manual {
+                e.source = Source::Manual;
+            }
+            e.updated = now;
+            return true;
+        }
+        if source == Source::Learned {
+            let learned = self
+                .peers
+                .iter()
+                .filter(|e| e.source == Source::Learned)
+                .count();
+            if learned >= MAX_LEARNED {
+                if let Some(i) = self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.source == Source::Learned)
+                    .min_by_key(|(_, e)| e.updated)
+                    .map(|(i, _)| i)
+                {
+                    self.peers.remove(i);
+                }
+            }
+        }
+        self.peers.push(PeerEntry {
+            who,
+            addr,
+            source,
+            updated: now,
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(conv: usize, from: usize) -> Request {
+        Request {
+            id: format!("{conv:040x}").parse().expect("conversation id"),
+            from: format!("{from:040x}").parse().expect("uri"),
+            device: format!("{:064x}", 2).parse().expect("device"),
+            received: 10,
+            title: Some("t".into()),
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn a_request_is_listed_once_and_a_declined_one_never_again() {
+        let mut r = Requests::default();
+        assert!(r.add(req(1, 1)));
+        assert!(!r.add(req(1, 1)), "listed once");
+        assert_eq!(r.requests.len(), 1);
+        r.declined.insert(req(1, 1).id);
+        r.remove(&req(1, 1).id);
+        assert!(!r.add(req(1, 1)), "declined stays declined");
+        assert!(r.requests.is_empty());
+    }
+
+    #[test]
+    fn another_sender_never_rewrites_a_pending_request() {
+        let mut r = Requests::default();
+        r.add(req(1, 1));
+        let mut forged = req(1, 9);
+        forged.device = format!("{:064x}", 9).parse().expect("device");
+        assert!(!r.add(forged));
+        let kept = r.get(&req(1, 1).id).expect("kept");
+        assert_eq!(kept.from, req(1, 1).from);
+        assert_eq!(kept.device, req(1, 1).device);
+    }
+
+    #[test]
+    fn a_flood_from_one_sender_keeps_the_others_invitations() {
+        let mut r = Requests::default();
+        for i in 0..10 {
+            assert!(r.add(req(1000 + i, 100 + i)), "honest invitation {i}");
+        }
+        for i in 0..10_000 {
+            r.add(req(i + 1, 1));
+        }
+        assert!(r.requests.len() <= MAX_PENDING);
+        let flooder = r
+            .requests
+            .iter()
+            .filter(|q| q.from == req(0, 1).from)
+            .count();
+        assert_eq!(flooder, MAX_PENDING_PER_SENDER);
+        for i in 0..10 {
+            assert!(r.get(&req(1000 + i, 0).id).is_some(), "honest {i} kept");
+        }
+        // The flooder's newest are the ones kept.
+        assert!(r.get(&req(10_000, 1).id).is_some());
+    }
+
+    #[test]
+    fn many_senders_are_capped_and_the_busiest_loses_first() {
+        let mut r = Requests::default();
+        for i in 0..MAX_PENDING_PER_SENDER {
+            r.add(req(5000 + i, 7));
+        }
+        for i in 0..MAX_PENDING * 4 {
+            r.add(req(i + 1, 10_000 + i));
+        }
+        assert_eq!(r.requests.len(), MAX_PENDING);
+        assert!(
+            r.requests
+                .iter()
+                .filter(|q| q.from == req(0, 7).from)
+                .count()
+                <= 1
+        );
+    }
+
+    #[test]
+    fn the_invitation_payload_is_strict_json() {
+        let inv = Invitation {
+            conversation: req(3, 1).id,
+            title: None,
+            mode: Some("invites-only".into()),
+        };
+        let bytes = serde_json::to_vec(&inv).expect("encode");
+        assert_eq!(
+            serde_json::from_slice::<Invitation>(&bytes).expect("decode"),
+            inv
+        );
+        assert!(serde_json::from_slice::<Invitation>(b"{\"conversationId\":\"zz\"}").is_err());
+        assert!(serde_json::from_slice::<Invitation>(b"\xff").is_err());
+    }
+
+    #[test]
+    fn learned_addresses_are_capped_and_manual_ones_kept() {
+        let mut b = PeerBook::default();
+        let manual: Target = Target::Device(format!("{:064x}", 1).parse().expect("device"));
+        b.remember(
+            manual,
+            "127.0.0.1:1".parse().expect("addr"),
+            Source::Manual,
+            0,
+        );
+        for i in 0..(MAX_LEARNED + 50) {
+            let who = Target::Device(format!("{:064x}", i + 2).parse().expect("device"));
+            let addr = SocketAddr::from(([127, 0, 0, 1], (i % 60000) as u16 + 2));
+            b.remember(who, addr, Source::Learned, i as i64 + 1);
+        }
+        let learned = b
+            .peers
+            .iter()
+            .filter(|e| e.source == Source::Learned)
+            .count();
+        assert_eq!(learned, MAX_LEARNED);
+        assert!(b.peers.iter().any(|e| e.who == manual), "manual kept");
+        assert!(
+            b.peers.iter().all(|e| e.updated == 0 || e.updated > 50),
+            "oldest went"
+        );
+    }
+}
