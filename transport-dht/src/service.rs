@@ -475,6 +475,13 @@ impl Transport for Dht {
         signal: Signal,
     ) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
+            // Without bootstrap nodes there is no network to put the signal on: say so at once
+            // rather than after a search that cannot succeed.
+            if self.shared.config.bootstrap.is_empty() {
+                return Err(TransportError::Other(
+                    "the DHT has no bootstrap nodes: no network to send signals through".into(),
+                ));
+            }
             match self.send(to, signal).await {
                 Ok(_) => Ok(()),
                 Err(DhtError::Unknown(Destination::Device(d))) => {

@@ -370,4 +370,59 @@ mod tests {
             "oldest went"
         );
     }
+
+    fn dev(n: u8) -> Target {
+        Target::Device(format!("{:064x}", n).parse().expect("device id"))
+    }
+
+    #[test]
+    fn a_device_keeps_its_newest_address_and_manual_entries_stay_manual() {
+        let mut b = PeerBook::default();
+        let (a1, a2): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+        );
+        assert!(b.remember(dev(1), a1, Source::Manual, 1));
+        assert!(!b.remember(dev(1), a1, Source::Learned, 2), "nothing new");
+        assert_eq!(b.peers[0].source, Source::Manual);
+        assert!(b.remember(dev(1), a2, Source::Learned, 3));
+        assert_eq!(b.peers.len(), 1);
+        assert_eq!(b.peers[0].addr, a2);
+        let acc = Target::Account(
+            "0123456789abcdef0123456789abcdef01234567"
+                .parse()
+                .expect("uri"),
+        );
+        assert!(b.remember(acc, a1, Source::Manual, 4));
+        assert!(b.remember(acc, a2, Source::Manual, 5));
+        assert_eq!(b.peers.len(), 3, "an account may list several addresses");
+    }
+
+    #[test]
+    fn the_book_survives_a_round_trip_and_a_missing_file_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path());
+        assert!(PeerBook::load(&home).expect("load").peers.is_empty());
+        PeerBook::update(&home, |b| {
+            b.remember(
+                dev(7),
+                "127.0.0.1:9".parse().expect("addr"),
+                Source::Learned,
+                1,
+            );
+            b.blocked.insert(match dev(8) {
+                Target::Device(d) => d,
+                Target::Account(_) => unreachable!("a device"),
+            });
+        })
+        .expect("update");
+        let b = PeerBook::load(&home).expect("load");
+        assert_eq!(b.peers.len(), 1);
+        assert_eq!(b.blocked.len(), 1);
+        std::fs::write(dir.path().join(PeerBook::FILE), "{not json").expect("write");
+        assert!(
+            PeerBook::load(&home).is_err(),
+            "a damaged file is an error, not a panic"
+        );
+    }
 }

@@ -44,7 +44,7 @@ pub enum HomeError {
         reason: String,
     },
     /// There is no identity in this home yet.
-    #[error("no identity in {0}: create one first (`swarm-chat id new --name NAME`)")]
+    #[error("no identity in {0}: create one first")]
     NoIdentity(PathBuf),
     /// An identity exists already; it is never overwritten.
     #[error("an identity already exists in {0}")]

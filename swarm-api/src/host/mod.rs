@@ -137,6 +137,14 @@ pub enum HostError {
     /// clone it from.
     #[error("no invitation to {0} and no address to clone it from: nobody to clone it from")]
     NoInvitation(ConversationId),
+    /// Nobody could be reached at an address given to clone from.
+    #[error("cannot reach a peer at {addr}: {source}")]
+    Dial {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: TransportError,
+    },
     /// Cloning failed from every source.
     #[error("cannot clone {conv}: {reason}")]
     CloneFailed {
@@ -390,6 +398,42 @@ pub struct Info {
     pub devices: Option<usize>,
 }
 
+impl Info {
+    /// The info of a stored conversation at its head.
+    pub fn of(repo: &Repo<'_>) -> Result<Info, RepoError> {
+        let head = repo.head()?;
+        let st = repo.state(&head)?;
+        Ok(Info {
+            conversation: repo.id(),
+            syncing: false,
+            mode: Some(st.mode.name().to_owned()),
+            head: Some(head),
+            commits: Some(repo.history()?.len()),
+            title: repo.title(&head),
+            admins: Some(st.admins.len()),
+            members: Some(st.members.len()),
+            invited: Some(st.invited.len()),
+            devices: Some(st.devices.len()),
+        })
+    }
+
+    /// The info of a conversation being cloned.
+    pub fn syncing(conv: ConversationId) -> Info {
+        Info {
+            conversation: conv,
+            syncing: true,
+            mode: None,
+            head: None,
+            commits: None,
+            title: None,
+            admins: None,
+            members: None,
+            invited: None,
+            devices: None,
+        }
+    }
+}
+
 /// What [`Host::invite`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invited {
@@ -637,8 +681,23 @@ impl Host {
         if self.inner.storage.head(&conv)?.is_some() {
             return Ok(());
         }
+        lock(&self.inner.syncing).insert(conv);
+        struct Syncing<'a>(&'a Host, ConversationId);
+        impl Drop for Syncing<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.inner.syncing).remove(&self.1);
+            }
+        }
+        let _syncing = Syncing(self, conv);
         let sources: Vec<DeviceId> = match from {
-            Some(addr) => vec![self.inner.mux.dial(addr).await?.device],
+            Some(addr) => vec![
+                self.inner
+                    .mux
+                    .dial(addr)
+                    .await
+                    .map_err(|source| HostError::Dial { addr, source })?
+                    .device,
+            ],
             None => {
                 let req = Requests::load(&self.inner.home)?
                     .get(&conv)
@@ -656,14 +715,6 @@ impl Host {
                 v
             }
         };
-        lock(&self.inner.syncing).insert(conv);
-        struct Syncing<'a>(&'a Host, ConversationId);
-        impl Drop for Syncing<'_> {
-            fn drop(&mut self) {
-                lock(&self.0.inner.syncing).remove(&self.1);
-            }
-        }
-        let _syncing = Syncing(self, conv);
         let mut why = String::from("no source");
         for device in sources {
             match self.inner.node.sync_from(conv, device).await {
@@ -761,37 +812,9 @@ impl Host {
     /// Mode, head, size, title and membership counts; `syncing` while a clone runs.
     pub async fn info(&self, conv: ConversationId) -> Result<Info, HostError> {
         if lock(&self.inner.syncing).contains(&conv) {
-            return Ok(Info {
-                conversation: conv,
-                syncing: true,
-                mode: None,
-                head: None,
-                commits: None,
-                title: None,
-                admins: None,
-                members: None,
-                invited: None,
-                devices: None,
-            });
+            return Ok(Info::syncing(conv));
         }
-        self.blocking(move |h| {
-            let repo = h.repo(conv)?;
-            let head = repo.head()?;
-            let st = repo.state(&head)?;
-            Ok(Info {
-                conversation: conv,
-                syncing: false,
-                mode: Some(st.mode.name().to_owned()),
-                head: Some(head),
-                commits: Some(repo.history()?.len()),
-                title: repo.title(&head),
-                admins: Some(st.admins.len()),
-                members: Some(st.members.len()),
-                invited: Some(st.invited.len()),
-                devices: Some(st.devices.len()),
-            })
-        })
-        .await
+        self.blocking(move |h| Ok(Info::of(&h.repo(conv)?)?)).await
     }
 
     /// Changes the conversation's title and/or description.
@@ -928,7 +951,9 @@ impl Host {
         }
     }
 
-    async fn send_invitation(
+    /// Sends the invitation to `conv` (its title and mode) to `to`, best effort (it is sent
+    /// again whenever a device of an invited account connects).
+    pub async fn send_invitation(
         &self,
         conv: ConversationId,
         to: Destination,

@@ -2,10 +2,9 @@
 //! devices are found by device id or account URI, and signals (invitations, commit
 //! notifications) reach devices that are not connected, sealed to them.
 //!
-//! - Channels: when QUIC knows no address for a device (or cannot reach the known one), the
-//!   device is resolved in the DHT, its addresses are handed to QUIC, and the open is retried.
-//! - Signals: sent over QUIC when connected; otherwise (and for invitations, always also)
-//!   through the DHT. Signals received from the DHT go the same way as QUIC ones.
+//! The host ([`swarm_api::host`]) uses it as a second transport (signals that QUIC cannot
+//! deliver, invitations always) and as its discovery service (a device no transport reaches
+//! is resolved, its addresses handed to QUIC, and the open retried).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -13,12 +12,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use swarm_api::node::LocalIdentity;
-use swarm_api::traits::Destination;
-use swarm_api::DeviceId;
 use transport_dht::{Dht, DhtConfig, Identity};
-use transport_quic::QuicTransport;
-
-const LOG: &str = "swarm_chat::dht";
 
 /// `serve`'s DHT options.
 pub struct DhtOptions {
@@ -55,39 +49,7 @@ pub fn start(
     Ok(dht)
 }
 
-/// Looks `device` up in the DHT and tells QUIC where it listens; whether any address was found.
-pub async fn locate(dht: &Dht, quic: &QuicTransport, device: DeviceId) -> bool {
-    let records = dht.resolve_all(Destination::Device(device)).await;
-    let mut found = false;
-    for rec in records {
-        for addr in rec.addrs {
-            tracing::debug!(target: LOG, %device, %addr, "located through the DHT");
-            quic.add_peer(Destination::Device(device), addr);
-            found = true;
-        }
-    }
-    found
-}
-
-/// `swarm-chat dht status` as JSON.
-pub async fn status_json(dht: Option<&Dht>) -> serde_json::Value {
-    match dht {
-        None => json!({"enabled": false}),
-        Some(dht) => {
-            let s = dht.status().await;
-            json!({
-                "enabled": true,
-                "node_id": s.node_id,
-                "port": s.port,
-                "running": s.running,
-                "bootstrap": s.bootstrap.iter().map(|(a, ok)| json!({"addr": a, "answering": ok})).collect::<Vec<_>>(),
-                "published": s.published,
-            })
-        }
-    }
-}
-
-/// The text form of [`status_json`].
+/// The text form of the DHT's status (`Discovery::status` of transport-dht).
 pub fn status_text(v: &serde_json::Value) -> String {
     if v["enabled"] != json!(true) {
         return "DHT disabled (--no-dht)\n".into();

@@ -16,16 +16,12 @@
 //! Private keys never enter a repository.
 
 use std::fs;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
-use swarm_api::identity::{Account, Crl, Device};
-use swarm_api::repo::Signer;
 use swarm_api::storage::Storage;
 use swarm_git::GitStorage;
 use swarm_sled::SledStorage;
-use time::OffsetDateTime;
 
 /// Where a home keeps its conversations.
 #[derive(
@@ -56,23 +52,11 @@ struct StorageConfig {
 
 const CONFIG: &str = "storage.json";
 
-/// A loaded identity.
-pub struct Identity {
-    pub account: Account,
-    pub device: Device,
-    pub crl: Crl,
-}
+/// A loaded identity (the library's: account and device with their keys, and the CRL).
+pub use swarm_api::host::Identity;
 
-impl Identity {
-    pub fn signer(&self) -> Signer<'_> {
-        Signer {
-            account: self.account.cert(),
-            device: &self.device,
-            crl: &self.crl,
-        }
-    }
-}
-
+/// The app's home: the library's [`swarm_api::host::Home`] (identity, `0700`, the JSON state
+/// files) plus where this app keeps conversations.
 #[derive(Clone)]
 pub struct Home {
     pub dir: PathBuf,
@@ -83,8 +67,9 @@ impl Home {
         Self { dir }
     }
 
-    fn id_dir(&self) -> PathBuf {
-        self.dir.join("identity")
+    /// The library's view of this home.
+    pub fn lib(&self) -> swarm_api::host::Home {
+        swarm_api::host::Home::new(&self.dir)
     }
 
     pub fn conversations_dir(&self) -> PathBuf {
@@ -145,43 +130,12 @@ impl Home {
 
     /// Writes `<home>/<name>` as JSON atomically (a temporary file renamed over it).
     pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        fs::write(&tmp, serde_json::to_string_pretty(value)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
-    }
-
-    /// Loads `<home>/<name>`, lets `f` change it and saves it, holding `lock` (the
-    /// process-wide lock of that file) throughout; returns what `f` returned.
-    pub fn update_json<T, R>(
-        &self,
-        name: &str,
-        lock: &std::sync::Mutex<()>,
-        f: impl FnOnce(&mut T) -> R,
-    ) -> Result<R>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned + Default,
-    {
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut value = self.read_json(name)?;
-        let r = f(&mut value);
-        self.write_json(name, &value)?;
-        Ok(r)
+        Ok(self.lib().write_json(name, value)?)
     }
 
     /// Reads `<home>/<name>` as JSON; the default when the file does not exist.
     pub fn read_json<T: serde::de::DeserializeOwned + Default>(&self, name: &str) -> Result<T> {
-        let path = self.dir.join(name);
-        match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("{} is damaged", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        Ok(self.lib().read_json(name)?)
     }
 
     /// Opens the conversation storage of `backend`.
@@ -195,10 +149,10 @@ impl Home {
     }
 
     pub fn has_identity(&self) -> bool {
-        self.id_dir().join("account.crt").exists()
+        self.lib().has_identity()
     }
 
-    /// Creates the account and this device.
+    /// Creates the account and this device (never over an existing one).
     pub fn create_identity(&self, name: &str) -> Result<Identity> {
         if self.has_identity() {
             bail!(
@@ -206,28 +160,10 @@ impl Home {
                 self.dir.display()
             );
         }
-        let now = OffsetDateTime::now_utc();
-        let mut rng = rand_core::OsRng;
-        let account = Account::generate(name, now, &mut rng)?;
-        let device = account.new_device(now, &mut rng)?;
-        let crl = account.crl(&[], 1, now)?;
-        let dir = self.id_dir();
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let (akey, acrt) = account.to_pem()?;
-        let (dkey, dcrt) = device.to_pem()?;
-        write_private(&dir.join("account.key"), &akey)?;
-        write_private(&dir.join("device.key"), &dkey)?;
-        fs::write(dir.join("account.crt"), acrt)?;
-        fs::write(dir.join("device.crt"), dcrt)?;
-        fs::write(dir.join("account.crl"), crl.pem())?;
-        Ok(Identity {
-            account,
-            device,
-            crl,
-        })
+        Ok(self.lib().create_identity(name)?)
     }
 
-    /// Loads the identity, with a clear error when there is none.
+    /// Loads the identity.
     pub fn identity(&self) -> Result<Identity> {
         if !self.has_identity() {
             bail!(
@@ -235,37 +171,6 @@ impl Home {
                 self.dir.display()
             );
         }
-        let dir = self.id_dir();
-        let read = |f: &str| {
-            fs::read_to_string(dir.join(f))
-                .with_context(|| format!("cannot read {}", dir.join(f).display()))
-        };
-        let account = Account::from_pem(&read("account.key")?, &read("account.crt")?)
-            .context("the account files are damaged")?;
-        let device = Device::from_pem(&read("device.key")?, &read("device.crt")?)
-            .context("the device files are damaged")?;
-        let crl = Crl::from_pem(&read("account.crl")?).context("the CRL is damaged")?;
-        Ok(Identity {
-            account,
-            device,
-            crl,
-        })
+        Ok(self.lib().identity()?)
     }
-}
-
-/// Writes a private key readable by the owner only (created with mode 0600, never wider).
-fn write_private(path: &Path, content: &str) -> Result<()> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
 }

@@ -2,59 +2,15 @@
 //! clone of it is running (`syncing`, only ever true through a running server).
 
 use anyhow::Result;
-use serde_json::{json, Value};
-use swarm_api::id::CommitId;
-use swarm_api::layout;
+use serde_json::Value;
+use swarm_api::host::Info;
 use swarm_api::repo::Repo;
-use swarm_api::ConversationId;
 
 use crate::App;
 
-/// The conversation's title (`FN` of `profile.vcf`) at `head`, if it has one.
-pub fn title_of(repo: &Repo<'_>, head: &CommitId) -> Option<String> {
-    let vcf = repo.read_file(head, layout::PROFILE).ok()??;
-    let text = String::from_utf8_lossy(&vcf);
-    let value = text
-        .lines()
-        .find_map(|l| l.trim_end_matches('\r').strip_prefix("FN:"))?;
-    // Undo the vCard escapes `ops::profile` writes.
-    let mut out = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    Some(out)
-}
-
 /// What `conv info` prints for a stored conversation.
 pub fn info_json(repo: &Repo<'_>) -> Result<Value> {
-    let head = repo.head()?;
-    let st = repo.state(&head)?;
-    Ok(json!({
-        "conversation": repo.id(),
-        "mode": st.mode.name(),
-        "head": head,
-        "commits": repo.history()?.len(),
-        "title": title_of(repo, &head),
-        "admins": st.admins.len(),
-        "members": st.members.len(),
-        "invited": st.invited.len(),
-        "devices": st.devices.len(),
-        "syncing": false,
-    }))
-}
-
-/// What `conv info` prints while a conversation is being cloned.
-pub fn syncing_json(conv: ConversationId) -> Value {
-    json!({"conversation": conv, "syncing": true})
+    Ok(serde_json::to_value(Info::of(repo)?)?)
 }
 
 /// The text form: one `key value` line per field.

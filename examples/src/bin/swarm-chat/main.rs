@@ -658,7 +658,9 @@ impl App {
                 }
                 let id = parse_conv(&conv)?;
                 if self.storage()?.head(&id)?.is_none()
-                    && requests::Requests::load(&self.home)?.get(&id).is_some()
+                    && swarm_api::host::Requests::load(&self.home.lib())?
+                        .get(&id)
+                        .is_some()
                 {
                     return Err(anyhow!(
                         "conversation {id} is not stored here yet: start `swarm-chat serve` \
@@ -666,7 +668,7 @@ impl App {
                     ));
                 }
                 self.commit_op(&conv, |_, id, st| Ok(ops::join(st, id.account.cert())))?;
-                requests::Requests::update(&self.home, |r| r.remove(&id))?;
+                swarm_api::host::Requests::update(&self.home.lib(), |r| r.remove(&id))?;
             }
             Command::Conv(ConvCommand::Decline { conv }) => self.decline(&conv)?,
             Command::Conv(ConvCommand::Info { conv }) => self.info(&conv)?,
