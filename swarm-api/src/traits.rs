@@ -190,8 +190,10 @@ pub struct CommitView<'a> {
     pub lookup: &'a dyn CommitLookup,
 }
 
-/// An extra rule over single commits. Validators are pure: the same view gives the same
-/// answer on every peer at any time (no clock, no local state).
+/// An app's own rule over single commits (e.g. a moderation policy), stacked on the built-in
+/// rules with [`crate::validate::Engine::add_validator`]; it refuses with
+/// [`Violation::Policy`] (or any other violation). Validators are pure: the same view gives
+/// the same answer on every peer at any time (no clock, no local state).
 pub trait Validator: Send + Sync {
     /// `Ok` if the commit is allowed, else the rule it breaks.
     fn validate(&self, view: &CommitView<'_>) -> Result<(), Violation>;

@@ -1066,6 +1066,103 @@ fn registered_message_types_validate_their_commits() {
     );
 }
 
+/// An app's moderation policy: no text containing "spam", and only admins may post links.
+struct Moderation;
+impl swarm_api::traits::Validator for Moderation {
+    fn validate(&self, view: &CommitView<'_>) -> Result<(), Violation> {
+        let Body::Text(t) = view.body else {
+            return Ok(());
+        };
+        let refuse = |reason: &str| {
+            Err(Violation::Policy {
+                policy: "moderation".into(),
+                reason: reason.into(),
+            })
+        };
+        if t.body.to_lowercase().contains("spam") {
+            return refuse("no spam");
+        }
+        if t.body.contains("http") && view.role != Some(MemberRole::Admin) {
+            return refuse("only admins post links");
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn policy_an_apps_validator_refuses_what_it_forbids_and_leaves_storage_unchanged() {
+    let (a, b, w) = alice_bob();
+    let mut engine = Engine::default();
+    engine.add_validator(Arc::new(Moderation));
+    let engine = Arc::new(engine);
+    let repo = w.repo().with_engine(engine.clone());
+    // Allowed: plain text by anyone, a link by the admin.
+    let fine = w.draft(&b, r#"{"body":"hello","type":"text/plain"}"#, &[], false);
+    repo.receive(fine.objects, fine.id).unwrap();
+    let link = w.draft(
+        &a,
+        r#"{"body":"see http://x","type":"text/plain"}"#,
+        &[],
+        false,
+    );
+    repo.receive(link.objects, link.id).unwrap();
+    // Refused with the policy's reason; nothing stored.
+    for (who, text, reason) in [
+        (&b, "buy SPAM now", "no spam"),
+        (&b, "see http://y", "only admins post links"),
+    ] {
+        let before = w.head();
+        let d = w.draft(
+            who,
+            &format!(r#"{{"body":"{text}","type":"text/plain"}}"#),
+            &[],
+            false,
+        );
+        let err = repo.receive(d.objects.clone(), d.id).unwrap_err();
+        match &err {
+            RepoError::Rejected(r) => {
+                assert_eq!(r.violation.rule(), "policy", "{err}");
+                assert!(err.to_string().contains(reason), "{err}");
+                assert!(err.to_string().contains("moderation"), "{err}");
+            }
+            other => panic!("expected the policy to refuse, got {other}"),
+        }
+        assert_eq!(w.head(), before, "head moved after a refusal");
+        assert!(
+            swarm_api::Storage::object(&w.st, &w.conv, &d.id.object_id())
+                .unwrap()
+                .is_none()
+        );
+        // A local append is refused the same way, before anything is stored.
+        let err = repo
+            .append(&who.s(), &Body::text(text), &[], T)
+            .unwrap_err();
+        assert!(
+            matches!(err, RepoError::Rejected(ref r) if r.violation.rule() == "policy"),
+            "{err}"
+        );
+        assert_eq!(w.head(), before);
+    }
+    // The built-in rules still run first: a forged signature is refused by its own rule
+    // even when the policy would accept the text.
+    let d = w.draft(&b, r#"{"body":"fine","type":"text/plain"}"#, &[], false);
+    let forged = rewrite(&d, |t| t.replace("fine", "fin3"));
+    let err = repo.receive(forged.objects, forged.id).unwrap_err();
+    assert!(
+        matches!(err, RepoError::Rejected(ref r) if r.violation.rule() == "signature"),
+        "{err}"
+    );
+    // Without the validator (another app), the same spam is accepted: a validator is the
+    // app's policy, not a protocol rule.
+    let d = w.draft(
+        &b,
+        r#"{"body":"buy SPAM now","type":"text/plain"}"#,
+        &[],
+        false,
+    );
+    w.accept(d);
+}
+
 // ---------------------------------------------------------------- limits
 
 fn small_limits() -> Limits {

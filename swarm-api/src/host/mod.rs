@@ -203,7 +203,8 @@ impl HostBuilder {
     }
 
     /// The validation engine (default: the built-in rules with default limits). Register
-    /// message types on it before.
+    /// message types ([`Engine::register`]) and the app's own policies
+    /// ([`Engine::add_validator`]) on it before.
     pub fn engine(mut self, engine: Arc<Engine>) -> Self {
         self.engine = Some(engine);
         self

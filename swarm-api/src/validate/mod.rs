@@ -244,6 +244,14 @@ pub enum Violation {
     /// A plugin install or removal whose files or component are wrong.
     #[error("plugin install/remove: {0}")]
     PluginFiles(String),
+    /// An app's own policy ([`Engine::add_validator`]) refused the commit.
+    #[error("policy {policy} refused the commit: {reason}")]
+    Policy {
+        /// The policy's name.
+        policy: String,
+        /// Its reason.
+        reason: String,
+    },
 }
 
 impl Violation {
@@ -297,6 +305,7 @@ impl Violation {
             Limit(_) => "limits",
             PluginByNonAdmin(_) => "plugin-by-admin",
             PluginFiles(_) => "plugin-files",
+            Policy { .. } => "policy",
         }
     }
 }
@@ -394,6 +403,8 @@ pub struct Engine {
     limits: Limits,
     profile: Profile,
     types: BTreeMap<String, Arc<dyn MessageType>>,
+    /// The app's own policies, applied after the built-in rules.
+    validators: Vec<Arc<dyn crate::traits::Validator>>,
     loader: Option<Arc<dyn PluginLoader>>,
     /// Pinned plugins loaded, by blob id (loading is a pure function of the blob).
     pinned: Mutex<HashMap<ObjectId, Result<Arc<dyn MessageType>, String>>>,
@@ -437,6 +448,7 @@ impl std::fmt::Debug for Engine {
             .field("limits", &self.limits)
             .field("profile", &self.profile)
             .field("types", &self.types.keys().collect::<Vec<_>>())
+            .field("validators", &self.validators.len())
             .finish()
     }
 }
@@ -463,6 +475,7 @@ impl Engine {
             limits,
             profile,
             types: BTreeMap::new(),
+            validators: Vec::new(),
             loader: None,
             pinned: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
@@ -483,6 +496,19 @@ impl Engine {
             }
             self.types.insert(name, t.clone());
         }
+    }
+
+    /// Stacks an app's own policy (e.g. a moderation rule) on the built-in rules: it sees every
+    /// commit that has one parent, after the built-in rules and the commit type's rule passed,
+    /// and its [`Violation`] refuses the commit (and the branch bringing it) like any rule's.
+    /// Validators run in the order added. The initial commit and merges are structural and
+    /// not shown to them.
+    ///
+    /// Like every rule, a validator must be deterministic; and it is a policy of *this* node:
+    /// a member whose app does not apply it accepts what this node refuses, and the two then
+    /// no longer sync that branch. Use it for what every app of a deployment applies.
+    pub fn add_validator(&mut self, v: Arc<dyn crate::traits::Validator>) {
+        self.validators.push(v);
     }
 
     /// Lets this engine run plugins pinned in conversations (`plugins/<sha256>.wasm`).

@@ -57,6 +57,7 @@ struct Authorized {
 }
 
 /// Who signed a commit.
+#[derive(Clone, Copy)]
 struct Signer {
     account: AccountUri,
     device: DeviceId,
@@ -541,6 +542,19 @@ impl<'a> Ctx<'a> {
             }
             rest.push(d);
         }
+        self.check_kind(c, &body, &signer, parent, &rest)?;
+        self.check_validators(c, &body, &signer, parent, &rest)
+    }
+
+    /// The rule of the commit's `type` (built-in, pinned plugin or registered message type).
+    fn check_kind(
+        &mut self,
+        c: &Commit,
+        body: &Body,
+        signer: &Signer,
+        parent: &State,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
         match body.kind() {
             body::types::PLUGIN_INSTALL => {
                 return self.check_plugin_install(parent, &signer, &rest)
@@ -602,6 +616,37 @@ impl<'a> Ctx<'a> {
             Body::UpdateProfile(_) => self.check_profile(&signer, &rest),
             Body::Other { kind, .. } => Err(Violation::UnknownType(kind.clone())),
         }
+    }
+
+    /// The app's own policies ([`Engine::add_validator`]), after every built-in rule passed.
+    fn check_validators(
+        &self,
+        c: &Commit,
+        body: &Body,
+        signer: &Signer,
+        parent: &State,
+        rest: &[&Delta],
+    ) -> Result<(), Violation> {
+        if self.engine.validators.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<Delta> = rest.iter().map(|d| (*d).clone()).collect();
+        let view = CommitView {
+            conversation: self.conv,
+            mode: parent.mode,
+            commit: c,
+            body,
+            signer: signer.account,
+            device: signer.device,
+            role: signer.role,
+            changes: &changes,
+            parent,
+            lookup: self,
+        };
+        for v in &self.engine.validators {
+            v.validate(&view)?;
+        }
+        Ok(())
     }
 
     /// A type validated by a registered message type (a plugin): its rules, then "no
