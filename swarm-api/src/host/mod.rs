@@ -45,6 +45,7 @@
 mod books;
 mod home;
 mod mux;
+pub mod rpc;
 
 pub use books::{
     destination, Invitation, PeerBook, PeerEntry, Request, Requests, Source, INVITE, MAX_ANNOUNCED,
@@ -435,6 +436,65 @@ impl Info {
     }
 }
 
+/// One commit of [`Host::log`]: the machine form of a conversation (every commit in display
+/// order, bodies raw; a plugin's type carries the plugin's summary).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// The commit.
+    pub id: CommitId,
+    /// The signer's account, when its device certificate is known at the head.
+    pub author: Option<AccountUri>,
+    /// The author's display name (from the commit).
+    pub name: String,
+    /// The signing device.
+    pub device: DeviceId,
+    /// The `type` (`merge` for merge commits).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a text message, else the whole commit message.
+    pub body: String,
+    /// The commit time (the author's clock).
+    pub time: i64,
+    /// A registered message type's one-line summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+impl LogEntry {
+    /// The log of `repo`, the last `limit` commits if given.
+    pub fn of(
+        repo: &Repo<'_>,
+        engine: &Engine,
+        limit: Option<usize>,
+    ) -> Result<Vec<LogEntry>, RepoError> {
+        let history = repo.history()?;
+        let devices = repo.device_certs(&repo.head()?)?;
+        let skip = limit.map_or(0, |n| history.len().saturating_sub(n));
+        Ok(history
+            .into_iter()
+            .skip(skip)
+            .map(|c| {
+                let author = devices.get(&c.device).and_then(|d| d.claimed_account());
+                let (kind, body, summary) = match Body::parse(&c.message) {
+                    Ok(Body::Text(t)) => (crate::body::types::TEXT.to_owned(), t.body, None),
+                    Ok(b) => (b.kind().to_owned(), c.message.clone(), engine.summary(&b)),
+                    Err(_) => ("merge".to_owned(), c.message.clone(), None),
+                };
+                LogEntry {
+                    id: c.id,
+                    author,
+                    name: c.author_name,
+                    device: c.device,
+                    kind,
+                    body,
+                    time: c.time,
+                    summary,
+                }
+            })
+            .collect())
+    }
+}
+
 /// What [`Host::invite`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invited {
@@ -781,6 +841,17 @@ impl Host {
         .await
     }
 
+    /// Every commit in display order, bodies raw (the machine form; [`Host::timeline`] is
+    /// what a client shows).
+    pub async fn log(
+        &self,
+        conv: ConversationId,
+        limit: Option<usize>,
+    ) -> Result<Vec<LogEntry>, HostError> {
+        self.blocking(move |h| Ok(LogEntry::of(&h.repo(conv)?, &h.inner.engine, limit)?))
+            .await
+    }
+
     /// Who is in the conversation, by role (banned accounts and invitations included).
     pub async fn members(&self, conv: ConversationId) -> Result<Vec<Member>, HostError> {
         self.blocking(move |h| {
@@ -882,14 +953,14 @@ impl Host {
     }
 
     /// Remembers that `who` listens at `addr` (kept for good, dialled while nobody of it is
-    /// connected).
-    pub fn add_peer(&self, who: Target, addr: SocketAddr) -> Result<(), HostError> {
-        PeerBook::update(&self.inner.home, |b| {
+    /// connected); whether the book changed.
+    pub fn add_peer(&self, who: Target, addr: SocketAddr) -> Result<bool, HostError> {
+        let changed = PeerBook::update(&self.inner.home, |b| {
             b.remember(who, addr, Source::Manual, unix_now())
         })?;
         self.inner.mux.add_address(destination(who), addr);
         lock(&self.inner.dials).remove(&addr);
-        Ok(())
+        Ok(changed)
     }
 
     /// Takes `peers.json` again (after another process of this home changed it): addresses
@@ -911,17 +982,17 @@ impl Host {
     }
 
     /// Refuses `device` (its channels and signals are dropped, none are sent to it), or
-    /// takes it back (it is synced with at once if connected).
-    pub async fn block(&self, device: DeviceId, blocked: bool) -> Result<(), HostError> {
-        PeerBook::update(&self.inner.home, |b| {
+    /// takes it back (it is synced with at once if connected); whether that changed anything.
+    pub async fn block(&self, device: DeviceId, blocked: bool) -> Result<bool, HostError> {
+        let changed = PeerBook::update(&self.inner.home, |b| {
             if blocked {
-                b.blocked.insert(device);
+                b.blocked.insert(device)
             } else {
-                b.blocked.remove(&device);
+                b.blocked.remove(&device)
             }
         })?;
         self.apply_block(device, blocked).await;
-        Ok(())
+        Ok(changed)
     }
 
     async fn apply_block(&self, device: DeviceId, blocked: bool) {
