@@ -689,7 +689,7 @@ mod tests {
     use crate::sim::SimNetwork;
     use crate::storage::MemoryStorage;
     use std::sync::Arc;
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    use tokio::io::BufReader;
 
     fn host(net: &SimNetwork, dir: &std::path::Path, name: &str) -> Host {
         let home = Home::new(dir.join(name));
