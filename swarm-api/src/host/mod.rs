@@ -190,7 +190,9 @@ impl HostBuilder {
         self
     }
 
-    /// A transport; several are tried in the order added (at least one is required).
+    /// A transport; several are tried in the order added. A host without any works on its
+    /// storage only (commits are stored, nothing is sent or received): what a client does
+    /// when no node of its home is running.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transports.push(transport);
         self
@@ -227,9 +229,6 @@ impl HostBuilder {
     /// The host, not started yet ([`Host::start`]).
     pub fn build(self) -> Result<Host, HostError> {
         let storage = self.storage.ok_or(HostError::Missing("a storage"))?;
-        if self.transports.is_empty() {
-            return Err(HostError::Missing("at least one transport"));
-        }
         let engine = match (self.engine, self.loader) {
             (Some(_), Some(_)) => {
                 return Err(HostError::Invalid(
@@ -492,6 +491,110 @@ impl LogEntry {
                 }
             })
             .collect())
+    }
+}
+
+/// Reads stored conversations and the home's books: needs no identity (a client of a home
+/// without one, a viewer). Blocking: call it off async worker threads ([`Host`]'s methods do).
+#[derive(Clone)]
+pub struct Reader {
+    storage: Arc<dyn Storage>,
+    engine: Arc<Engine>,
+    home: Home,
+}
+
+impl Reader {
+    /// A reader of `storage` (validated with `engine`) and `home`.
+    pub fn new(storage: Arc<dyn Storage>, engine: Arc<Engine>, home: Home) -> Self {
+        Self {
+            storage,
+            engine,
+            home,
+        }
+    }
+
+    fn repo(&self, conv: ConversationId) -> Result<Repo<'_>, HostError> {
+        Ok(Repo::open(&*self.storage, conv)?.with_engine(self.engine.clone()))
+    }
+
+    /// The stored conversations.
+    pub fn conversations(&self) -> Result<Vec<ConversationId>, HostError> {
+        Ok(self.storage.conversations()?)
+    }
+
+    /// The conversation as a client shows it: display order, edits applied, reactions
+    /// attached, replies under their target; the last `limit` entries if given.
+    pub fn timeline(
+        &self,
+        conv: ConversationId,
+        limit: Option<usize>,
+    ) -> Result<Vec<Entry>, HostError> {
+        let repo = self.repo(conv)?;
+        let devices = repo.device_certs(&repo.head()?)?;
+        let authored: Vec<Authored> = repo
+            .history()?
+            .into_iter()
+            .map(|commit| Authored {
+                author: devices.get(&commit.device).and_then(|d| d.claimed_account()),
+                commit,
+            })
+            .collect();
+        let mut entries = view::transcript(&authored);
+        if let Some(n) = limit {
+            entries.drain(..entries.len().saturating_sub(n));
+        }
+        Ok(entries)
+    }
+
+    /// Every commit in display order, bodies raw (the machine form; [`Reader::timeline`] is
+    /// what a client shows).
+    pub fn log(
+        &self,
+        conv: ConversationId,
+        limit: Option<usize>,
+    ) -> Result<Vec<LogEntry>, HostError> {
+        Ok(LogEntry::of(&self.repo(conv)?, &self.engine, limit)?)
+    }
+
+    /// Who is in the conversation, by role (banned accounts and invitations included).
+    pub fn members(&self, conv: ConversationId) -> Result<Vec<Member>, HostError> {
+        let repo = self.repo(conv)?;
+        let st = repo.state(&repo.head()?)?;
+        let mut rows = Vec::new();
+        for (set, role) in [
+            (&st.admins, Role::Admin),
+            (&st.members, Role::Member),
+            (&st.invited, Role::Invited),
+        ] {
+            rows.extend(set.iter().map(|u| Member {
+                uri: u.to_string(),
+                role,
+            }));
+        }
+        for (kind, t) in st.banned.keys() {
+            if *kind != layout::Kind::Devices {
+                rows.push(Member {
+                    uri: t.clone(),
+                    role: Role::Banned,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Mode, head, size, title and membership counts of a stored conversation.
+    pub fn info(&self, conv: ConversationId) -> Result<Info, HostError> {
+        Ok(Info::of(&self.repo(conv)?)?)
+    }
+
+    /// The pending invitations, oldest first.
+    pub fn requests(&self) -> Result<Vec<Request>, HostError> {
+        Ok(Requests::load(&self.home)?.requests)
+    }
+
+    /// The remembered addresses and refused devices.
+    pub fn peers(&self) -> Result<PeerBook, HostError> {
+        Ok(PeerBook::load(&self.home)?)
     }
 }
 
@@ -804,89 +907,57 @@ impl Host {
 
     /// The pending invitations, oldest first.
     pub fn requests(&self) -> Result<Vec<Request>, HostError> {
-        Ok(Requests::load(&self.inner.home)?.requests)
+        self.reader().requests()
     }
 
     /// The stored conversations.
     pub fn conversations(&self) -> Result<Vec<ConversationId>, HostError> {
-        Ok(self.inner.storage.conversations()?)
+        self.reader().conversations()
     }
 
-    /// The conversation as a client shows it: display order, edits applied, reactions
-    /// attached, replies under their target; the last `limit` entries if given.
+    /// What reads the host's storage and home, without its identity.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            storage: self.inner.storage.clone(),
+            engine: self.inner.engine.clone(),
+            home: self.inner.home.clone(),
+        }
+    }
+
+    /// The conversation as a client shows it ([`Reader::timeline`]).
     pub async fn timeline(
         &self,
         conv: ConversationId,
         limit: Option<usize>,
     ) -> Result<Vec<Entry>, HostError> {
-        self.blocking(move |h| {
-            let repo = h.repo(conv)?;
-            let devices = repo.device_certs(&repo.head()?)?;
-            let authored: Vec<Authored> = repo
-                .history()?
-                .into_iter()
-                .map(|commit| Authored {
-                    author: devices
-                        .get(&commit.device)
-                        .and_then(|d| d.claimed_account()),
-                    commit,
-                })
-                .collect();
-            let mut entries = view::transcript(&authored);
-            if let Some(n) = limit {
-                entries.drain(..entries.len().saturating_sub(n));
-            }
-            Ok(entries)
-        })
-        .await
+        self.blocking(move |h| h.reader().timeline(conv, limit)).await
     }
 
-    /// Every commit in display order, bodies raw (the machine form; [`Host::timeline`] is
-    /// what a client shows).
+    /// Every commit in display order, bodies raw ([`Reader::log`]).
     pub async fn log(
         &self,
         conv: ConversationId,
         limit: Option<usize>,
     ) -> Result<Vec<LogEntry>, HostError> {
-        self.blocking(move |h| Ok(LogEntry::of(&h.repo(conv)?, &h.inner.engine, limit)?))
-            .await
+        self.blocking(move |h| h.reader().log(conv, limit)).await
     }
 
-    /// Who is in the conversation, by role (banned accounts and invitations included).
+    /// Who is in the conversation, by role ([`Reader::members`]).
     pub async fn members(&self, conv: ConversationId) -> Result<Vec<Member>, HostError> {
-        self.blocking(move |h| {
-            let repo = h.repo(conv)?;
-            let st = repo.state(&repo.head()?)?;
-            let mut rows = Vec::new();
-            for (set, role) in [
-                (&st.admins, Role::Admin),
-                (&st.members, Role::Member),
-                (&st.invited, Role::Invited),
-            ] {
-                rows.extend(set.iter().map(|u| Member {
-                    uri: u.to_string(),
-                    role,
-                }));
-            }
-            for (kind, t) in st.banned.keys() {
-                if *kind != layout::Kind::Devices {
-                    rows.push(Member {
-                        uri: t.clone(),
-                        role: Role::Banned,
-                    });
-                }
-            }
-            Ok(rows)
-        })
-        .await
+        self.blocking(move |h| h.reader().members(conv)).await
     }
 
     /// Mode, head, size, title and membership counts; `syncing` while a clone runs.
     pub async fn info(&self, conv: ConversationId) -> Result<Info, HostError> {
-        if lock(&self.inner.syncing).contains(&conv) {
+        if self.is_syncing(&conv) {
             return Ok(Info::syncing(conv));
         }
-        self.blocking(move |h| Ok(Info::of(&h.repo(conv)?)?)).await
+        self.blocking(move |h| h.reader().info(conv)).await
+    }
+
+    /// Whether a clone of `conv` is running.
+    pub fn is_syncing(&self, conv: &ConversationId) -> bool {
+        lock(&self.inner.syncing).contains(conv)
     }
 
     /// Changes the conversation's title and/or description.
@@ -949,7 +1020,7 @@ impl Host {
 
     /// The remembered addresses and refused devices.
     pub fn peers(&self) -> Result<PeerBook, HostError> {
-        Ok(PeerBook::load(&self.inner.home)?)
+        self.reader().peers()
     }
 
     /// Remembers that `who` listens at `addr` (kept for good, dialled while nobody of it is

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Host, HostError};
+use super::{Host, HostError, Reader};
 use crate::body::{Body, Mode, VoteAction};
 use crate::id::{AccountUri, ConversationId, DeviceId, Target};
 use crate::node::{Event, NodeError};
@@ -270,16 +270,22 @@ pub const METHODS: &[&str] = &[
 
 /// Runs one method on `host`. `subscribe` is not a call (see [`serve`]).
 pub async fn call(host: &Host, method: &str, p: Value) -> Result<Value, RpcError> {
+    if method == "info" {
+        if let Ok(Conv { conv }) = params::<Conv>(p.clone()) {
+            if host.is_syncing(&conv) {
+                return to_value(super::Info::syncing(conv));
+            }
+        }
+    }
+    if let Some(r) = read(&host.reader(), method, p.clone()).await {
+        return r;
+    }
     let commit = |c: crate::id::CommitId, kind: &str| json!({"commit": c, "type": kind});
     match method {
         "ping" => {
             params::<Empty>(p)?;
             let me = host.peer();
             Ok(json!({"device": me.device, "account": me.account}))
-        }
-        "conversations" => {
-            params::<Empty>(p)?;
-            Ok(json!({"conversations": host.conversations()?}))
         }
         "create" => {
             #[derive(Deserialize)]
@@ -358,26 +364,6 @@ pub async fn call(host: &Host, method: &str, p: Value) -> Result<Value, RpcError
             host.decline(p.conv).await?;
             Ok(json!({"declined": p.conv}))
         }
-        "requests" => {
-            params::<Empty>(p)?;
-            Ok(json!({"requests": host.requests()?}))
-        }
-        "timeline" => {
-            let p: ConvLimit = params(p)?;
-            Ok(json!({"messages": host.timeline(p.conv, p.limit).await?}))
-        }
-        "log" => {
-            let p: ConvLimit = params(p)?;
-            Ok(json!({"messages": host.log(p.conv, p.limit).await?}))
-        }
-        "members" => {
-            let p: Conv = params(p)?;
-            Ok(json!({"members": host.members(p.conv).await?}))
-        }
-        "info" => {
-            let p: Conv = params(p)?;
-            to_value(host.info(p.conv).await?)
-        }
         "profile" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -414,11 +400,6 @@ pub async fn call(host: &Host, method: &str, p: Value) -> Result<Value, RpcError
                 crate::body::types::MEMBER,
             ))
         }
-        "peers" => {
-            params::<Empty>(p)?;
-            let b = host.peers()?;
-            Ok(json!({"peers": b.peers, "blocked": b.blocked}))
-        }
         "add_peer" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -452,6 +433,63 @@ pub async fn call(host: &Host, method: &str, p: Value) -> Result<Value, RpcError
             codes::INVALID_REQUEST,
             "subscribe streams events on a connection: use it through `serve`",
         )),
+        other => Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!("unknown method {other:?}"),
+        )),
+    }
+}
+
+/// Runs one of the methods that only read ([`Reader`]: no identity needed); `None` for the
+/// other methods.
+pub async fn read(reader: &Reader, method: &str, p: Value) -> Option<Result<Value, RpcError>> {
+    if !matches!(
+        method,
+        "conversations" | "requests" | "timeline" | "log" | "members" | "info" | "peers"
+    ) {
+        return None;
+    }
+    let reader = reader.clone();
+    let method = method.to_owned();
+    Some(
+        tokio::task::spawn_blocking(move || read_blocking(&reader, &method, p))
+            .await
+            .unwrap_or_else(|e| Err(RpcError::new(codes::INTERNAL_ERROR, e.to_string()))),
+    )
+}
+
+fn read_blocking(reader: &Reader, method: &str, p: Value) -> Result<Value, RpcError> {
+    let host = reader;
+    match method {
+        "conversations" => {
+            params::<Empty>(p)?;
+            Ok(json!({"conversations": host.conversations()?}))
+        }
+        "requests" => {
+            params::<Empty>(p)?;
+            Ok(json!({"requests": host.requests()?}))
+        }
+        "timeline" => {
+            let p: ConvLimit = params(p)?;
+            Ok(json!({"messages": host.timeline(p.conv, p.limit)?}))
+        }
+        "log" => {
+            let p: ConvLimit = params(p)?;
+            Ok(json!({"messages": host.log(p.conv, p.limit)?}))
+        }
+        "members" => {
+            let p: Conv = params(p)?;
+            Ok(json!({"members": host.members(p.conv)?}))
+        }
+        "info" => {
+            let p: Conv = params(p)?;
+            to_value(host.info(p.conv)?)
+        }
+        "peers" => {
+            params::<Empty>(p)?;
+            let b = host.peers()?;
+            Ok(json!({"peers": b.peers, "blocked": b.blocked}))
+        }
         other => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
             format!("unknown method {other:?}"),

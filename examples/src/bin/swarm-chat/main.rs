@@ -8,16 +8,15 @@
 mod control;
 mod dht;
 mod home;
+mod client;
 mod info;
-mod peers;
+mod methods;
 mod plugins;
 mod reader;
-mod requests;
 mod serve;
 mod swarm_demo;
 mod transfer;
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,10 +26,8 @@ use crate::home::{Backend, Home};
 use anyhow::{anyhow, Context as _, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use swarm_api::body::{Body, Mode, VoteAction};
-use swarm_api::commit::allowed_signers_line;
-use swarm_api::id::{CommitId, DeviceId, Target};
-use swarm_api::ops;
+use swarm_api::body::{Body, Mode};
+use swarm_api::id::CommitId;
 use swarm_api::repo::FileChange;
 use swarm_api::repo::{create_conversation, Repo};
 use swarm_api::storage::Storage;
@@ -174,23 +171,6 @@ enum PeerCommand {
         /// The device id.
         device: String,
     },
-}
-
-impl Command {
-    /// Whether a running server executes this command (everything that reads or writes
-    /// the home's conversations, invitations or peers; not identity, demo, verify, a log of
-    /// a repository given by path, or serve itself).
-    fn served(&self) -> bool {
-        matches!(
-            self,
-            Command::Conv(_)
-                | Command::Send { .. }
-                | Command::Log { repo: None, .. }
-                | Command::Peer(_)
-                | Command::Requests
-                | Command::Dht(_)
-        )
-    }
 }
 
 #[derive(Subcommand)]
@@ -338,13 +318,9 @@ struct App {
     home: Home,
     json: bool,
     backend: Option<Backend>,
-    /// The storage of a running server (commands run through it use it, not their own).
-    shared: Option<Arc<dyn Storage>>,
     /// The validation engine (built-in and added plugins), made on first use or given by a
     /// running server.
     engine: std::cell::OnceCell<Arc<Engine>>,
-    /// Output collected for a control client instead of printed.
-    capture: Option<RefCell<String>>,
 }
 
 impl App {
@@ -353,9 +329,7 @@ impl App {
             home,
             json,
             backend,
-            shared: None,
             engine: std::cell::OnceCell::new(),
-            capture: None,
         }
     }
 
@@ -371,10 +345,7 @@ impl App {
 
     fn storage(&self) -> Result<Arc<dyn Storage>> {
         let backend = self.home.backend(self.backend)?;
-        match &self.shared {
-            Some(s) => Ok(s.clone()),
-            None => Ok(Arc::from(self.home.open_storage(backend)?)),
-        }
+        Ok(Arc::from(self.home.open_storage(backend)?))
     }
 
     fn repo<'s>(&self, storage: &'s dyn Storage, conv: &str) -> Result<Repo<'s>> {
@@ -448,16 +419,7 @@ impl App {
         if line.is_empty() && !self.json {
             return;
         }
-        match &self.capture {
-            Some(c) => {
-                let mut c = c.borrow_mut();
-                c.push_str(&line);
-                c.push('\n');
-            }
-            None => {
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
-            }
-        }
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
 
     fn run(&self, command: Command) -> Result<()> {
@@ -477,96 +439,6 @@ impl App {
                     format!("uri {uri}\nname {name}\ndevice {dev}")
                 });
             }
-            Command::Conv(ConvCommand::Create { mode, invite }) => {
-                let invited = invite
-                    .map(|s| {
-                        s.parse::<AccountUri>()
-                            .map_err(|e| anyhow!("invalid URI {s:?}: {e}"))
-                    })
-                    .transpose()?;
-                let id = self.home.identity()?;
-                let storage = self.storage()?;
-                let conv =
-                    create_conversation(storage.as_ref(), &id.signer(), mode, invited, now_secs())?;
-                self.out(json!({"conversation": conv, "mode": mode.name()}), || {
-                    conv.to_string()
-                });
-            }
-            Command::Conv(ConvCommand::List) => {
-                let storage = self.storage()?;
-                let convs = storage.conversations()?;
-                self.out(json!({"conversations": convs}), || {
-                    convs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                });
-            }
-            Command::Conv(ConvCommand::Repo { conv }) => {
-                let storage = self.storage()?;
-                let repo = self.repo(storage.as_ref(), &conv)?;
-                let path = storage.location(&repo.id()).ok_or_else(|| {
-                    anyhow!(
-                        "conversation {conv} has no Git repository in the {} backend \
-                         (write one with `swarm-chat conv export {conv} DIR`)",
-                        storage.backend_name()
-                    )
-                })?;
-                self.out(json!({"path": path}), || path.display().to_string());
-            }
-            Command::Conv(ConvCommand::Export { conv, dir }) => {
-                let storage = self.storage()?;
-                let id = parse_conv(&conv)?;
-                let objects = transfer::export(storage.as_ref(), id, &dir)?;
-                let head = storage.head(&id)?;
-                self.out(
-                    json!({"conversation": id, "head": head, "path": dir, "objects": objects}),
-                    || format!("{}", dir.display()),
-                );
-            }
-            Command::Conv(ConvCommand::Import { dir }) => {
-                let storage = self.storage()?;
-                match transfer::import(storage.as_ref(), &*self.engine()?, &dir)? {
-                    transfer::Imported::New {
-                        conv,
-                        head,
-                        commits,
-                        objects,
-                    } => self.out(
-                        json!({"conversation": conv, "head": head, "commits": commits,
-                               "objects": objects, "backend": storage.backend_name()}),
-                        || conv.to_string(),
-                    ),
-                    transfer::Imported::AlreadyThere { conv, head } => self.out(
-                        json!({"conversation": conv, "head": head, "already_stored": true,
-                               "backend": storage.backend_name()}),
-                        || format!("{conv} (already stored)"),
-                    ),
-                }
-            }
-            Command::Conv(ConvCommand::AllowedSigners { conv }) => {
-                let storage = self.storage()?;
-                let repo = self.repo(storage.as_ref(), &conv)?;
-                let head = repo.head()?;
-                let lines: Vec<String> = repo
-                    .device_certs(&head)?
-                    .iter()
-                    .map(|(id, cert)| allowed_signers_line(id, cert.public_key()))
-                    .collect();
-                self.out(json!({"allowed_signers": lines}), || lines.join("\n"));
-            }
-            Command::Send { conv, text, kind } => {
-                let id = self.home.identity()?;
-                let storage = self.storage()?;
-                let repo = self.repo(storage.as_ref(), &conv)?;
-                let body = match kind {
-                    Some(kind) => plugins::custom_body(&kind, &text)?,
-                    None => Body::text(text),
-                };
-                let commit = append(&repo, &id, &body, &[])?;
-                self.out(json!({"commit": commit}), || commit.to_string());
-            }
             Command::Plugin(cmd) => self.plugin(cmd)?,
             Command::Log {
                 repo: Some(path),
@@ -575,108 +447,6 @@ impl App {
                 limit,
                 ..
             } => self.log_repo(&path, format, no_verify, limit)?,
-            Command::Log { conv, limit, .. } => {
-                let conv = conv.ok_or_else(|| anyhow!("a conversation id or --repo is needed"))?;
-                let storage = self.storage()?;
-                let repo = self.repo(storage.as_ref(), &conv)?;
-                let entries = log_entries(&repo, &*self.engine()?, limit)?;
-                self.out(json!({"messages": entries}), || {
-                    entries
-                        .iter()
-                        .map(|e| {
-                            format!(
-                                "{} {} {} {} {}",
-                                e["id"].as_str().unwrap_or_default(),
-                                e["author"].as_str().unwrap_or("?"),
-                                e["device"].as_str().unwrap_or_default(),
-                                e["type"].as_str().unwrap_or_default(),
-                                e["summary"]
-                                    .as_str()
-                                    .or(e["body"].as_str())
-                                    .unwrap_or_default()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                });
-            }
-            Command::Conv(ConvCommand::Members { conv }) => {
-                let storage = self.storage()?;
-                let repo = self.repo(storage.as_ref(), &conv)?;
-                let st = repo.state(&repo.head()?)?;
-                let mut rows: Vec<(String, &str)> = Vec::new();
-                for (set, role) in [
-                    (&st.admins, "admin"),
-                    (&st.members, "member"),
-                    (&st.invited, "invited"),
-                ] {
-                    rows.extend(set.iter().map(|u| (u.to_string(), role)));
-                }
-                for (kind, t) in st.banned.keys() {
-                    if *kind != swarm_api::layout::Kind::Devices {
-                        rows.push((t.clone(), "banned"));
-                    }
-                }
-                let json_rows: Vec<Value> = rows
-                    .iter()
-                    .map(|(u, r)| json!({"uri": u, "role": r}))
-                    .collect();
-                self.out(json!({"members": json_rows}), || {
-                    rows.iter()
-                        .map(|(u, r)| format!("{u} {r}"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                });
-            }
-            Command::Conv(ConvCommand::Invite { conv, uri }) => {
-                let uri = parse_uri(&uri)?;
-                self.commit_op(&conv, |_, _, _| Ok(ops::invite(uri)))?;
-            }
-            Command::Conv(ConvCommand::Ban { conv, uri }) => {
-                self.vote(&conv, Target::Account(parse_uri(&uri)?), VoteAction::Ban)?
-            }
-            Command::Conv(ConvCommand::Unban { conv, uri }) => {
-                self.vote(&conv, Target::Account(parse_uri(&uri)?), VoteAction::Unban)?
-            }
-            Command::Conv(ConvCommand::Promote { conv, uri }) => self.vote(
-                &conv,
-                Target::Account(parse_uri(&uri)?),
-                VoteAction::Promote,
-            )?,
-            Command::Conv(ConvCommand::BanDevice { conv, device }) => {
-                let dev: DeviceId = device
-                    .parse()
-                    .map_err(|e| anyhow!("invalid device id {device:?}: {e}"))?;
-                self.vote(&conv, Target::Device(dev), VoteAction::Ban)?
-            }
-            Command::Conv(ConvCommand::Join { conv, peer }) => {
-                if peer.is_some() && self.shared.is_none() {
-                    return Err(anyhow!(
-                        "--peer needs a running `swarm-chat serve` for this home: it clones \
-                         the conversation over the network"
-                    ));
-                }
-                let id = parse_conv(&conv)?;
-                if self.storage()?.head(&id)?.is_none()
-                    && swarm_api::host::Requests::load(&self.home.lib())?
-                        .get(&id)
-                        .is_some()
-                {
-                    return Err(anyhow!(
-                        "conversation {id} is not stored here yet: start `swarm-chat serve` \
-                         so that `conv join` clones it from the inviter"
-                    ));
-                }
-                self.commit_op(&conv, |_, id, st| Ok(ops::join(st, id.account.cert())))?;
-                swarm_api::host::Requests::update(&self.home.lib(), |r| r.remove(&id))?;
-            }
-            Command::Conv(ConvCommand::Decline { conv }) => self.decline(&conv)?,
-            Command::Conv(ConvCommand::Info { conv }) => self.info(&conv)?,
-            Command::Requests => self.requests()?,
-            Command::Peer(PeerCommand::Add { who, addr }) => self.peer_add(&who, &addr)?,
-            Command::Peer(PeerCommand::List) => self.peer_list()?,
-            Command::Peer(PeerCommand::Block { device }) => self.peer_block(&device, true)?,
-            Command::Peer(PeerCommand::Unblock { device }) => self.peer_block(&device, false)?,
             Command::Serve {
                 listen,
                 peer,
@@ -696,30 +466,6 @@ impl App {
                     }),
                 },
             )?,
-            Command::Dht(DhtCommand::Status) => {
-                return Err(anyhow!(
-                    "the DHT runs inside `swarm-chat serve`: start it for this home first"
-                ))
-            }
-            Command::Conv(ConvCommand::Leave { conv }) => {
-                self.commit_op(&conv, |repo, id, _| {
-                    Ok(ops::leave(repo, &repo.head()?, id.account.uri())?)
-                })?;
-            }
-            Command::Conv(ConvCommand::Profile {
-                conv,
-                title,
-                description,
-            }) => {
-                if title.is_none() && description.is_none() {
-                    return Err(anyhow!(
-                        "nothing to change: pass --title and/or --description"
-                    ));
-                }
-                self.commit_op(&conv, |_, _, _| {
-                    Ok(ops::profile(title.as_deref(), description.as_deref()))
-                })?;
-            }
             Command::Verify { path, format } => {
                 let opened = reader::open(&path, format)?;
                 let (conv, format) = (opened.conv, opened.scheme.name());
@@ -734,6 +480,7 @@ impl App {
                 }
             }
             Command::Demo => demo(self.json, self.backend)?,
+            served => self.served(served)?,
         }
         Ok(())
     }
@@ -849,65 +596,6 @@ impl App {
         });
         Ok(commit)
     }
-
-    /// Casts this admin's vote; applies the decision if the vote passed.
-    fn vote(&self, conv: &str, target: Target, action: VoteAction) -> Result<()> {
-        let id = self.home.identity()?;
-        let storage = self.storage()?;
-        let repo = self.repo(storage.as_ref(), conv)?;
-        let st = repo.state(&repo.head()?)?;
-        let (body, changes) = ops::vote(&st, &id.account.uri(), target, action)?;
-        let vote = append(&repo, &id, &body, &changes)?;
-        let st = repo.state(&vote)?;
-        let dir = swarm_api::layout::VoteDir::from(action);
-        let decided = if st.vote_passed(dir, &target) {
-            let (body, changes) = ops::apply_vote(&repo, &st, target, action)?;
-            Some(append(&repo, &id, &body, &changes)?)
-        } else {
-            None
-        };
-        self.out(
-            json!({"vote": vote, "applied": decided}),
-            || match decided {
-                Some(c) => format!("vote {vote}\n{} {c}", dir.dir()),
-                None => format!("vote {vote} (waiting for more admins)"),
-            },
-        );
-        Ok(())
-    }
-}
-
-/// The log as JSON entries (id, author uri, device, type, body), oldest first.
-/// The messages of `repo` in display order; a plugin type carries the plugin's `summary`.
-fn log_entries(repo: &Repo<'_>, engine: &Engine, limit: Option<usize>) -> Result<Vec<Value>> {
-    let history = repo.history()?;
-    let devices = repo.device_certs(&repo.head()?)?;
-    let skip = limit.map_or(0, |n| history.len().saturating_sub(n));
-    Ok(history
-        .iter()
-        .skip(skip)
-        .map(|c| {
-            let author = devices.get(&c.device).and_then(|d| d.claimed_account());
-            let (kind, body, summary) = match Body::parse(&c.message) {
-                Ok(Body::Text(t)) => ("text/plain".to_owned(), t.body, None),
-                Ok(b) => (b.kind().to_owned(), c.message.clone(), engine.summary(&b)),
-                Err(_) => ("merge".to_owned(), c.message.clone(), None),
-            };
-            let mut entry = json!({
-                "id": c.id,
-                "author": author,
-                "name": c.author_name,
-                "device": c.device,
-                "type": kind,
-                "body": body,
-                "time": c.time,
-            });
-            if let Some(s) = summary {
-                entry["summary"] = json!(s);
-            }
-            entry
-        })
-        .collect())
 }
 
 fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
@@ -930,7 +618,7 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
     ] {
         repo.append(&alice.signer(), &Body::text(text), &[], now_secs())?;
     }
-    let entries = log_entries(&repo, &Engine::default(), None)?;
+    let entries = swarm_api::host::LogEntry::of(&repo, &Engine::default(), None)?;
     // Check every signature with the device certificates in the repository itself.
     let devices = repo.device_certs(&repo.head()?)?;
     let mut verified = 0;
@@ -957,9 +645,9 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
         for e in &entries {
             println!(
                 "{}  {:<18} {}",
-                &e["id"].as_str().unwrap_or_default()[..8],
-                e["type"].as_str().unwrap_or_default(),
-                e["body"].as_str().unwrap_or_default()
+                &e.id.to_string()[..8],
+                e.kind,
+                e.body
             );
         }
         println!(
@@ -1016,11 +704,6 @@ fn main() -> ExitCode {
         // printed and a server's clients all need the same absolute home (`--home relhome`).
         let dir = std::path::absolute(&dir)
             .with_context(|| format!("cannot resolve the home {}", dir.display()))?;
-        if cli.command.served() {
-            if let Some(stream) = control::connect(&dir)? {
-                return control::forward(stream, cli.json);
-            }
-        }
         App::new(Home::new(dir), cli.json, cli.backend).run(cli.command)
     })();
     match result {
