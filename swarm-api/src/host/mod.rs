@@ -535,7 +535,9 @@ impl Reader {
             .history()?
             .into_iter()
             .map(|commit| Authored {
-                author: devices.get(&commit.device).and_then(|d| d.claimed_account()),
+                author: devices
+                    .get(&commit.device)
+                    .and_then(|d| d.claimed_account()),
                 commit,
             })
             .collect();
@@ -930,7 +932,8 @@ impl Host {
         conv: ConversationId,
         limit: Option<usize>,
     ) -> Result<Vec<Entry>, HostError> {
-        self.blocking(move |h| h.reader().timeline(conv, limit)).await
+        self.blocking(move |h| h.reader().timeline(conv, limit))
+            .await
     }
 
     /// Every commit in display order, bodies raw ([`Reader::log`]).

@@ -103,9 +103,9 @@ pub fn request(command: &Command) -> Result<(&'static str, Value)> {
                 let who: Target = who.parse().map_err(|e| {
                     anyhow!("invalid device id or account URI {who:?}: {e} (64 or 40 hex chars)")
                 })?;
-                let addr: std::net::SocketAddr = addr.parse().map_err(|e| {
-                    anyhow!("invalid address {addr:?}: {e} (e.g. 127.0.0.1:4433)")
-                })?;
+                let addr: std::net::SocketAddr = addr
+                    .parse()
+                    .map_err(|e| anyhow!("invalid address {addr:?}: {e} (e.g. 127.0.0.1:4433)"))?;
                 ("add_peer", json!({"who": who, "addr": addr}))
             }
             PeerCommand::List => ("peers", json!({})),
@@ -123,7 +123,10 @@ pub fn request(command: &Command) -> Result<(&'static str, Value)> {
 
 fn rpc_error(e: RpcError) -> anyhow::Error {
     match e.code {
-        codes::NOT_FOUND if e.message.starts_with("unknown conversation") && !e.message.contains("conv list") => {
+        codes::NOT_FOUND
+            if e.message.starts_with("unknown conversation")
+                && !e.message.contains("conv list") =>
+        {
             anyhow!("{} (see `swarm-chat conv list`)", e.message)
         }
         _ => anyhow!(control::message(&e)),
@@ -212,9 +215,9 @@ impl App {
         let commit = || str_of(&v["commit"]).to_owned();
         match command {
             Command::Conv(c) => match c {
-                ConvCommand::Create { .. } => self.out(v.clone(), || {
-                    str_of(&v["conversation"]).to_owned()
-                }),
+                ConvCommand::Create { .. } => {
+                    self.out(v.clone(), || str_of(&v["conversation"]).to_owned())
+                }
                 ConvCommand::List => self.out(v.clone(), || {
                     lines(
                         v["conversations"]
@@ -286,15 +289,13 @@ impl App {
                         None => format!("vote {vote} (waiting for more admins)"),
                     })
                 }
-                ConvCommand::Join { .. } | ConvCommand::Leave { .. } | ConvCommand::Profile { .. } => {
-                    self.out(v.clone(), commit)
+                ConvCommand::Join { .. }
+                | ConvCommand::Leave { .. }
+                | ConvCommand::Profile { .. } => self.out(v.clone(), commit),
+                ConvCommand::Decline { .. } => {
+                    self.out(v.clone(), || format!("declined {}", str_of(&v["declined"])))
                 }
-                ConvCommand::Decline { .. } => self.out(v.clone(), || {
-                    format!("declined {}", str_of(&v["declined"]))
-                }),
-                ConvCommand::Info { .. } => {
-                    self.out(v.clone(), || crate::info::info_text(v))
-                }
+                ConvCommand::Info { .. } => self.out(v.clone(), || crate::info::info_text(v)),
             },
             Command::Send { .. } => self.out(v.clone(), commit),
             Command::Log { .. } => self.out(v.clone(), || {
@@ -305,7 +306,10 @@ impl App {
                         e["author"].as_str().unwrap_or("?"),
                         str_of(&e["device"]),
                         str_of(&e["type"]),
-                        e["summary"].as_str().or(e["body"].as_str()).unwrap_or_default()
+                        e["summary"]
+                            .as_str()
+                            .or(e["body"].as_str())
+                            .unwrap_or_default()
                     )
                 }))
             }),
@@ -334,7 +338,11 @@ impl App {
                         .map(|e| {
                             let who = str_of(&e["who"]);
                             let kind = if who.len() == 40 { "account" } else { "device" };
-                            format!("{kind} {who} {} {}", str_of(&e["addr"]), str_of(&e["source"]))
+                            format!(
+                                "{kind} {who} {} {}",
+                                str_of(&e["addr"]),
+                                str_of(&e["source"])
+                            )
                         })
                         .collect();
                     out.extend(
@@ -367,5 +375,105 @@ impl App {
             _ => {}
         }
         Ok(())
+    }
+
+    /// `swarm-chat watch [CONV]`: the server's events, one line each, until interrupted or
+    /// the server stops.
+    pub(crate) fn watch(&self, conv: Option<String>) -> Result<()> {
+        let conv = conv.as_deref().map(parse_conv).transpose()?;
+        let Some(client) = control::Client::connect(&self.home.dir)? else {
+            return Err(anyhow!(
+                "`watch` shows what a running node does: start `swarm-chat serve` for this \
+                 home first"
+            ));
+        };
+        let mut events = match client.subscribe(conv.map(|c| c.to_string())) {
+            Ok(e) => e,
+            Err(CallError::Rpc(e)) => return Err(rpc_error(e)),
+            Err(CallError::Io(e)) => return Err(e),
+        };
+        eprintln!("swarm-chat: watching (interrupt to stop)");
+        while let Some(note) = events.next()? {
+            use std::io::Write as _;
+            let line = match note["method"].as_str() {
+                Some("event") if self.json => note["params"].to_string(),
+                Some("event") => event_line(&note["params"]),
+                Some("lagged") => format!(
+                    "({} events missed: this client was too slow)",
+                    note["params"]["missed"]
+                ),
+                _ => continue,
+            };
+            // A closed stdout (`watch | head`) ends the watch.
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(v: &Value) -> &str {
+    let s = str_of(v);
+    s.get(..8).unwrap_or(s)
+}
+
+/// One event as a line a person reads.
+fn event_line(e: &Value) -> String {
+    let conv = short(&e["conv"]);
+    match str_of(&e["event"]) {
+        "message_received" => {
+            let what = match (str_of(&e["type"]), e["body"]["body"].as_str()) {
+                ("text/plain", Some(text)) => text.to_owned(),
+                (kind, _) => format!("[{kind}]"),
+            };
+            format!("{conv} {}: {what}", short(&e["device"]))
+        }
+        "member" => format!(
+            "{conv} {} {}",
+            str_of(&e["uri"]),
+            match str_of(&e["action"]) {
+                "add" => "was invited",
+                "join" => "joined",
+                "remove" => "left",
+                "ban" => "was banned",
+                "unban" => "was unbanned",
+                "promote" => "was made an admin",
+                other => other,
+            }
+        ),
+        "invitation_received" => format!(
+            "invitation to {} from {}{}",
+            str_of(&e["conv"]),
+            str_of(&e["from"]),
+            e["title"]
+                .as_str()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default()
+        ),
+        "conversation_ready" => format!("{} cloned", str_of(&e["conv"])),
+        "sync_started" => format!("{conv} syncing from {}", short(&e["peer"])),
+        "sync_progress" => format!("{conv} {} objects received", e["objects"]),
+        "sync_finished" => format!("{conv} synced from {}", short(&e["peer"])),
+        "sync_failed" => format!(
+            "{conv} sync from {} failed: {}",
+            short(&e["peer"]),
+            str_of(&e["reason"])
+        ),
+        "commit_refused" => format!(
+            "{conv} refused commit {} from {} (rule {}): {}",
+            short(&e["commit"]),
+            short(&e["peer"]),
+            str_of(&e["rule"]),
+            str_of(&e["reason"])
+        ),
+        "peer_connected" => format!(
+            "connected {} ({})",
+            short(&e["device"]),
+            str_of(&e["account"])
+        ),
+        "peer_disconnected" => format!("disconnected {}", short(&e["device"])),
+        other => format!("{other} {e}"),
     }
 }

@@ -111,34 +111,41 @@ impl Client {
         }
     }
 
-    /// Subscribes to events (of `conv`, or all) and gives each to `each` until it returns
-    /// `false` or the server goes away.
-    pub fn subscribe(
-        &mut self,
-        conv: Option<String>,
-        mut each: impl FnMut(Value) -> bool,
-    ) -> Result<(), CallError> {
+    /// Subscribes to events (of `conv`, or all): the notifications follow on [`Events`].
+    pub fn subscribe(mut self, conv: Option<String>) -> Result<Events, CallError> {
         let params = match conv {
             Some(c) => serde_json::json!({"conv": c}),
             None => serde_json::json!({}),
         };
         self.call("subscribe", params)?;
-        self.stream.set_read_timeout(None).context("control socket")?;
-        let mut reader = BufReader::new(self.stream.try_clone().context("control socket")?);
-        loop {
-            let mut line = Vec::new();
-            let n = (&mut reader)
-                .take(rpc::MAX_LINE as u64 * 64)
-                .read_until(b'\n', &mut line)
-                .context("the control socket failed")?;
-            if n == 0 {
-                return Ok(());
-            }
-            let note: Value = serde_json::from_slice(&line).context("an event is not JSON")?;
-            if !each(note) {
-                return Ok(());
-            }
+        self.stream
+            .set_read_timeout(None)
+            .context("control socket")?;
+        Ok(Events {
+            reader: BufReader::new(self.stream),
+        })
+    }
+}
+
+/// The notifications of a subscribed connection.
+pub struct Events {
+    reader: BufReader<UnixStream>,
+}
+
+impl Events {
+    /// The next notification; `None` when the server goes away.
+    pub fn next(&mut self) -> Result<Option<Value>> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(rpc::MAX_LINE as u64 * 64)
+            .read_until(b'\n', &mut line)
+            .context("the control socket failed")?;
+        if n == 0 {
+            return Ok(None);
         }
+        Ok(Some(
+            serde_json::from_slice(&line).context("an event is not JSON")?,
+        ))
     }
 }
 
@@ -203,5 +210,92 @@ pub fn message(e: &RpcError) -> String {
             format!("the server does not understand this client ({})", e.message)
         }
         _ => e.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use swarm_api::host::{rpc::NoExtension, Home, Host};
+
+    fn host(dir: &Path) -> Host {
+        let home = Home::new(dir.join("home"));
+        let id = match home.has_identity() {
+            true => home.identity(),
+            false => home.create_identity("Ann"),
+        };
+        let me = id.expect("identity").into_local();
+        Host::builder(home, me)
+            .storage(Arc::new(swarm_api::storage::MemoryStorage::new()))
+            .build()
+            .expect("host")
+    }
+
+    /// Serves the socket of `dir` with `owner` as the allowed uid; answers one ping.
+    async fn ping_as(dir: &Path, owner: u32) -> Result<Value, CallError> {
+        let listener = bind(dir).expect("bind");
+        let mode = std::fs::metadata(socket_path(dir))
+            .expect("socket")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner may connect");
+        let h = host(dir);
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let h = h.clone();
+                tokio::spawn(async move { serve_client(stream, owner, h, &NoExtension).await });
+            }
+        });
+        let path = dir.to_path_buf();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut c = Client::connect(&path).expect("connect").expect("a server");
+            let first = c.call("ping", serde_json::json!({}));
+            let second = c.call("nope", serde_json::json!({}));
+            (first, second)
+        })
+        .await
+        .expect("client");
+        server.abort();
+        std::fs::remove_file(socket_path(dir)).expect("socket removed");
+        if answer.0.is_ok() {
+            // The same connection keeps serving: an unknown method is a typed error.
+            assert!(
+                matches!(&answer.1, Err(CallError::Rpc(e)) if e.code == codes::METHOD_NOT_FOUND)
+            );
+        }
+        answer.0
+    }
+
+    #[tokio::test]
+    async fn only_the_homes_owner_controls_the_server_and_the_socket_is_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = owner(dir.path()).expect("owner");
+        let pong = ping_as(dir.path(), me).await.expect("the owner is served");
+        assert!(pong["device"].is_string());
+        match ping_as(dir.path(), me.wrapping_add(1)).await {
+            Err(CallError::Rpc(e)) => {
+                assert_eq!(e.code, FORBIDDEN);
+                assert!(e.message.contains("controlled by uid"), "{e}");
+            }
+            other => panic!("a client of another uid must be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(std::os::unix::net::UnixListener::bind(socket_path(dir.path())).expect("bind"));
+        assert!(
+            Client::connect(dir.path()).expect("connect").is_none(),
+            "stale"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let _live = bind(dir.path()).expect("bind over the stale file");
+        assert!(bind(dir.path()).is_err(), "a second server is refused");
     }
 }

@@ -5,10 +5,10 @@
 //! scripts) and `--backend git|sled` (where the home keeps its conversations; chosen once per
 //! home and remembered). Errors are one line on stderr and a non-zero exit status.
 
+mod client;
 mod control;
 mod dht;
 mod home;
-mod client;
 mod info;
 mod methods;
 mod plugins;
@@ -142,6 +142,12 @@ enum Command {
     Peer(PeerCommand),
     /// List received invitations (id, from, received, title).
     Requests,
+    /// Print what happens live (messages, members, invitations, syncs, peers) until
+    /// interrupted; needs a running `swarm-chat serve`. With --json, one event object per line.
+    Watch {
+        /// Only this conversation's events.
+        conv: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,6 +486,7 @@ impl App {
                 }
             }
             Command::Demo => demo(self.json, self.backend)?,
+            Command::Watch { conv } => self.watch(conv)?,
             served => self.served(served)?,
         }
         Ok(())
@@ -643,12 +650,7 @@ fn demo(json_out: bool, backend: Option<Backend>) -> Result<()> {
         }
         println!();
         for e in &entries {
-            println!(
-                "{}  {:<18} {}",
-                &e.id.to_string()[..8],
-                e.kind,
-                e.body
-            );
+            println!("{}  {:<18} {}", &e.id.to_string()[..8], e.kind, e.body);
         }
         println!(
             "\n{verified} commits, every signature verified against devices/ in the repository"
