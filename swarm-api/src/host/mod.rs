@@ -342,6 +342,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Builds a commit's body and file changes from the state at the head.
+type MakeCommit<'f> =
+    dyn Fn(&Repo<'_>, &State) -> Result<(Body, Vec<FileChange>), HostError> + 'f;
+
 /// A role in a conversation, as [`Host::members`] lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -727,7 +731,7 @@ impl Host {
     fn append_with(
         &self,
         conv: ConversationId,
-        make: &dyn Fn(&Repo<'_>, &State) -> Result<(Body, Vec<FileChange>), HostError>,
+        make: &MakeCommit<'_>,
     ) -> Result<CommitId, HostError> {
         let repo = self.repo(conv)?;
         let me = self.inner.node.identity();

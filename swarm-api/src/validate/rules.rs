@@ -557,9 +557,9 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), Violation> {
         match body.kind() {
             body::types::PLUGIN_INSTALL => {
-                return self.check_plugin_install(parent, &signer, &rest)
+                return self.check_plugin_install(parent, signer, rest)
             }
-            body::types::PLUGIN_REMOVE => return self.check_plugin_remove(&signer, &rest),
+            body::types::PLUGIN_REMOVE => return self.check_plugin_remove(signer, rest),
             _ => {}
         }
         // Edits, call history and other types go to the plugin pinned in the conversation
@@ -574,7 +574,7 @@ impl<'a> Ctx<'a> {
             _ => None,
         };
         if let Some(t) = registered {
-            return self.check_registered(t.as_ref(), c, &body, &signer, parent, &rest);
+            return self.check_registered(t.as_ref(), c, body, signer, parent, rest);
         }
         match &body {
             Body::Initial(_) => Err(Violation::InitialBody(
@@ -586,34 +586,34 @@ impl<'a> Ctx<'a> {
                         "both \"reply-to\" and \"react-to\"".into(),
                     ));
                 }
-                no_files(&body, &rest)
+                no_files(body, rest)
             }
             Body::Edit(e) => {
-                self.check_edit(c, &signer, e)?;
-                no_files(&body, &rest)
+                self.check_edit(c, signer, e)?;
+                no_files(body, rest)
             }
             Body::DataTransfer(d) => {
                 check_data_transfer(d)?;
-                no_files(&body, &rest)
+                no_files(body, rest)
             }
             Body::CallHistory(h) => {
                 check_call_history(h)?;
-                no_files(&body, &rest)
+                no_files(body, rest)
             }
-            Body::Vote(v) => self.check_vote(parent, &signer, v, &rest),
+            Body::Vote(v) => self.check_vote(parent, signer, v, rest),
             Body::Member(m) => match m.action {
-                MemberAction::Add => self.check_add(parent, &signer, m, &rest),
-                MemberAction::Join => self.check_join(parent, &signer, m, &rest),
-                MemberAction::Remove => self.check_remove(parent, &signer, m, &rest),
-                MemberAction::Ban => self.check_ban(parent, &signer, m.uri, VoteDir::Ban, &rest),
+                MemberAction::Add => self.check_add(parent, signer, m, rest),
+                MemberAction::Join => self.check_join(parent, signer, m, rest),
+                MemberAction::Remove => self.check_remove(parent, signer, m, rest),
+                MemberAction::Ban => self.check_ban(parent, signer, m.uri, VoteDir::Ban, rest),
                 MemberAction::Unban => {
-                    self.check_ban(parent, &signer, m.uri, VoteDir::Unban, &rest)
+                    self.check_ban(parent, signer, m.uri, VoteDir::Unban, rest)
                 }
                 MemberAction::Promote => {
-                    self.check_ban(parent, &signer, m.uri, VoteDir::Promote, &rest)
+                    self.check_ban(parent, signer, m.uri, VoteDir::Promote, rest)
                 }
             },
-            Body::UpdateProfile(_) => self.check_profile(&signer, &rest),
+            Body::UpdateProfile(_) => self.check_profile(signer, rest),
             Body::Other { kind, .. } => Err(Violation::UnknownType(kind.clone())),
         }
     }
