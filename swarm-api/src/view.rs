@@ -23,7 +23,7 @@ use crate::order::display_order;
 use crate::validate::keys::DeviceKey;
 
 /// A reaction attached to a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Reaction {
     /// The reaction's commit.
     pub id: CommitId,
@@ -36,7 +36,7 @@ pub struct Reaction {
 }
 
 /// One line of a transcript.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Entry {
     /// The commit shown.
     pub id: CommitId,
@@ -54,19 +54,19 @@ pub struct Entry {
     /// What to show: the text (after its last edit), or a summary of the event.
     pub text: String,
     /// The edits applied to this message, oldest first (the last one gave `text`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edits: Vec<CommitId>,
     /// Whether the last edit deleted the message (an edit with an empty body).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
     /// The message this one answers (shown right after it).
-    #[serde(rename = "reply-to", skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "reply-to", skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<CommitId>,
     /// How deep in a reply thread (0 for messages that answer nothing).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub depth: usize,
     /// Reactions to this message, in display order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
 }
 
@@ -121,6 +121,12 @@ fn summary(body: &Body) -> Option<String> {
             (_, Some(_), Some(d)) => format!("call ended ({})", millis(d)),
             _ => "call".into(),
         },
+        Body::Other { kind, .. } if kind == crate::body::types::PLUGIN_INSTALL => {
+            "pinned a plugin".into()
+        }
+        Body::Other { kind, .. } if kind == crate::body::types::PLUGIN_REMOVE => {
+            "unpinned a plugin".into()
+        }
         Body::Other { kind, object } => match object.get("body").and_then(|b| b.as_str()) {
             Some(b) => format!("[{kind}] {b}"),
             None => format!("[{kind}]"),

@@ -343,8 +343,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Builds a commit's body and file changes from the state at the head.
-type MakeCommit<'f> =
-    dyn Fn(&Repo<'_>, &State) -> Result<(Body, Vec<FileChange>), HostError> + 'f;
+type MakeCommit<'f> = dyn Fn(&Repo<'_>, &State) -> Result<(Body, Vec<FileChange>), HostError> + 'f;
 
 /// A role in a conversation, as [`Host::members`] lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -545,7 +544,20 @@ impl Reader {
                 commit,
             })
             .collect();
+        // A message type's own one-line summary (a plugin's) replaces the generic one.
+        let summaries: std::collections::HashMap<CommitId, String> = authored
+            .iter()
+            .filter_map(|a| {
+                let body = Body::parse(&a.commit.message).ok()?;
+                Some((a.commit.id, self.engine.summary(&body)?))
+            })
+            .collect();
         let mut entries = view::transcript(&authored);
+        for e in &mut entries {
+            if let Some(s) = summaries.get(&e.id) {
+                e.text = s.clone();
+            }
+        }
         if let Some(n) = limit {
             entries.drain(..entries.len().saturating_sub(n));
         }

@@ -556,9 +556,7 @@ impl<'a> Ctx<'a> {
         rest: &[&Delta],
     ) -> Result<(), Violation> {
         match body.kind() {
-            body::types::PLUGIN_INSTALL => {
-                return self.check_plugin_install(parent, signer, rest)
-            }
+            body::types::PLUGIN_INSTALL => return self.check_plugin_install(parent, signer, rest),
             body::types::PLUGIN_REMOVE => return self.check_plugin_remove(signer, rest),
             _ => {}
         }
@@ -606,9 +604,7 @@ impl<'a> Ctx<'a> {
                 MemberAction::Join => self.check_join(parent, signer, m, rest),
                 MemberAction::Remove => self.check_remove(parent, signer, m, rest),
                 MemberAction::Ban => self.check_ban(parent, signer, m.uri, VoteDir::Ban, rest),
-                MemberAction::Unban => {
-                    self.check_ban(parent, signer, m.uri, VoteDir::Unban, rest)
-                }
+                MemberAction::Unban => self.check_ban(parent, signer, m.uri, VoteDir::Unban, rest),
                 MemberAction::Promote => {
                     self.check_ban(parent, signer, m.uri, VoteDir::Promote, rest)
                 }

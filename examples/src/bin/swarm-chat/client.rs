@@ -14,7 +14,10 @@ use swarm_api::id::{DeviceId, Target};
 
 use crate::control::{self, CallError};
 use crate::methods::Methods;
-use crate::{parse_conv, parse_uri, plugins, App, Command, ConvCommand, DhtCommand, PeerCommand};
+use crate::{
+    parse_conv, parse_uri, plugins, reader, App, Command, ConvCommand, DhtCommand, PeerCommand,
+};
+use swarm_api::view::Entry;
 
 fn absolute(p: &std::path::Path) -> Result<std::path::PathBuf> {
     std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
@@ -34,7 +37,7 @@ fn vote(conv: &str, target: Target, action: &str) -> Result<(&'static str, Value
 
 /// The method and parameters of a served command (ids checked here, with the usual
 /// messages; paths made absolute).
-pub fn request(command: &Command) -> Result<(&'static str, Value)> {
+pub fn request(command: &Command, json_out: bool) -> Result<(&'static str, Value)> {
     Ok(match command {
         Command::Conv(c) => match c {
             ConvCommand::Create { mode, invite } => {
@@ -92,11 +95,15 @@ pub fn request(command: &Command) -> Result<(&'static str, Value)> {
                        "body": plugins::custom_body(kind, text)?.to_object()}),
             ),
         },
+        // The machine form for `--json`, the chat as it reads otherwise.
         Command::Log {
             conv: Some(conv),
             limit,
             ..
-        } => ("log", json!({"conv": parse_conv(conv)?, "limit": limit})),
+        } => (
+            if json_out { "log" } else { "timeline" },
+            json!({"conv": parse_conv(conv)?, "limit": limit}),
+        ),
         Command::Requests => ("requests", json!({})),
         Command::Peer(p) => match p {
             PeerCommand::Add { who, addr } => {
@@ -144,7 +151,7 @@ fn str_of(v: &Value) -> &str {
 impl App {
     /// Runs a served command: through the home's server if one runs, else here.
     pub(crate) fn served(&self, command: Command) -> Result<()> {
-        let (method, params) = request(&command)?;
+        let (method, params) = request(&command, self.json)?;
         let (value, via_server) = match control::Client::connect(&self.home.dir)? {
             Some(mut client) => match client.call(method, params) {
                 Ok(v) => (v, true),
@@ -298,19 +305,19 @@ impl App {
                 ConvCommand::Info { .. } => self.out(v.clone(), || crate::info::info_text(v)),
             },
             Command::Send { .. } => self.out(v.clone(), commit),
-            Command::Log { .. } => self.out(v.clone(), || {
+            Command::Log { verbose, .. } => self.out(v.clone(), || {
                 lines(v["messages"].as_array().into_iter().flatten().map(|e| {
-                    format!(
-                        "{} {} {} {} {}",
-                        str_of(&e["id"]),
-                        e["author"].as_str().unwrap_or("?"),
-                        str_of(&e["device"]),
-                        str_of(&e["type"]),
-                        e["summary"]
-                            .as_str()
-                            .or(e["body"].as_str())
-                            .unwrap_or_default()
-                    )
+                    match serde_json::from_value::<Entry>(e.clone()) {
+                        Ok(e) => {
+                            let time = crate::local_time(e.time);
+                            let prefix = match verbose {
+                                true => format!("{}  {time}", e.id),
+                                false => time,
+                            };
+                            reader::entry_line_with(&e, &prefix)
+                        }
+                        Err(_) => e.to_string(),
+                    }
                 }))
             }),
             Command::Requests => self.out(v.clone(), || {
@@ -319,7 +326,10 @@ impl App {
                         "{} from {} received {} {}",
                         str_of(&q["id"]),
                         str_of(&q["from"]),
-                        q["received"],
+                        q["received"]
+                            .as_i64()
+                            .map(crate::local_time)
+                            .unwrap_or_default(),
                         str_of(&q["title"])
                     )
                     .trim_end()

@@ -99,6 +99,9 @@ enum Command {
         /// Show only the last N entries.
         #[arg(long)]
         limit: Option<usize>,
+        /// Show each entry's commit id (text output of `log CONV`).
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Validate a whole conversation repository from its initial commit (ours, or one
     /// written by Jami: the format is detected from the initial commit).
@@ -682,7 +685,29 @@ fn one_line(e: &anyhow::Error) -> String {
         .replace('\n', " ")
 }
 
+/// This machine's UTC offset, read once at start (while the process has one thread, as
+/// reading it requires).
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+/// `unix` seconds as local `HH:MM` (today) or `YYYY-MM-DD HH:MM`.
+fn local_time(unix: i64) -> String {
+    let offset = *LOCAL_OFFSET.get_or_init(|| time::UtcOffset::UTC);
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(unix) else {
+        return unix.to_string();
+    };
+    let t = t.to_offset(offset);
+    let today = time::OffsetDateTime::now_utc().to_offset(offset).date();
+    let hm = format!("{:02}:{:02}", t.hour(), t.minute());
+    if t.date() == today {
+        hm
+    } else {
+        format!("{} {hm}", t.date())
+    }
+}
+
 fn main() -> ExitCode {
+    let _ =
+        LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
     let cli = Cli::parse();
     // A server logs its connections and syncs by default; other commands only problems.
     let default_log = if matches!(cli.command, Command::Serve { .. }) {

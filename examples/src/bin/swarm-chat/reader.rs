@@ -96,6 +96,11 @@ impl Opened {
 /// indented under their message with `↳`), then edits and reactions.
 pub fn entry_line(e: &Entry) -> String {
     let id: String = e.id.to_string().chars().take(8).collect();
+    entry_line_with(e, &id)
+}
+
+/// An entry after `prefix` (the id, or the local time in `log CONV`).
+pub fn entry_line_with(e: &Entry, prefix: &str) -> String {
     let thread = if e.depth > 0 {
         format!("{}↳ ", "  ".repeat(e.depth - 1))
     } else {
@@ -106,7 +111,7 @@ pub fn entry_line(e: &Entry) -> String {
     } else {
         "* "
     };
-    let mut line = format!("{id}  {thread}{:<8} {event}{}", e.name, e.text);
+    let mut line = format!("{prefix}  {thread}{:<8} {event}{}", e.name, e.text);
     if e.deleted {
         line.push_str(" [deleted]");
     } else if !e.edits.is_empty() {
