@@ -709,7 +709,22 @@ async fn stream_events<R, W>(
                 Ok(Some(_)) => json!({"jsonrpc": "2.0", "id": null, "error": RpcError::new(
                     codes::INVALID_REQUEST,
                     "this connection subscribed: it only streams events")}),
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => {
+                    // The client stopped sending: it still gets what happened before.
+                    while let Ok(e) = events.try_recv() {
+                        let Some(v) = event_json(&e) else { continue };
+                        if filter.is_some() && v["conv"] != json!(filter) {
+                            continue;
+                        }
+                        let note = json!({"jsonrpc": "2.0", "method": "event", "params": v});
+                        let mut bytes = note.to_string().into_bytes();
+                        bytes.push(b'\n');
+                        if write.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
             },
         };
         let mut bytes = note.to_string().into_bytes();

@@ -153,11 +153,22 @@ impl App {
     pub(crate) fn served(&self, command: Command) -> Result<()> {
         let (method, params) = request(&command, self.json)?;
         let (value, via_server) = match control::Client::connect(&self.home.dir)? {
-            Some(mut client) => match client.call(method, params) {
-                Ok(v) => (v, true),
-                Err(CallError::Rpc(e)) => return Err(rpc_error(e)),
-                Err(CallError::Io(e)) => return Err(e),
-            },
+            Some(mut client) => {
+                // A join may clone: its progress is shown while the call runs.
+                let progress = match &command {
+                    Command::Conv(ConvCommand::Join { conv, .. }) => {
+                        Progress::start(&self.home.dir, conv)
+                    }
+                    _ => None,
+                };
+                let answer = client.call(method, params);
+                drop(progress);
+                match answer {
+                    Ok(v) => (v, true),
+                    Err(CallError::Rpc(e)) => return Err(rpc_error(e)),
+                    Err(CallError::Io(e)) => return Err(e),
+                }
+            }
             None => (self.local(&command, method, params)?, false),
         };
         self.render(&command, &value, via_server)
@@ -485,5 +496,70 @@ fn event_line(e: &Value) -> String {
         ),
         "peer_disconnected" => format!("disconnected {}", short(&e["device"])),
         other => format!("{other} {e}"),
+    }
+}
+
+/// A clone's progress, from the server's events of one conversation: a bar on a terminal,
+/// plain lines on stderr otherwise. Ends when dropped.
+struct Progress {
+    stop: std::os::unix::net::UnixStream,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Subscribes (before the call starts, so nothing is missed); `None` if that fails (the
+    /// command runs without progress).
+    fn start(home: &std::path::Path, conv: &str) -> Option<Progress> {
+        let client = control::Client::connect(home).ok()??;
+        let mut events = client.subscribe(Some(conv.to_owned())).ok()?;
+        let stop = events.stopper().ok()?;
+        let thread = std::thread::spawn(move || {
+            use std::io::IsTerminal as _;
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                bar
+            });
+            let say = |msg: String| match &bar {
+                Some(b) => b.set_message(msg),
+                None => eprintln!("swarm-chat: {msg}"),
+            };
+            while let Ok(Some(note)) = events.next() {
+                let e = &note["params"];
+                match str_of(&e["event"]) {
+                    "sync_started" => say(format!("fetching from {}", short(&e["peer"]))),
+                    "sync_progress" => say(format!("{} objects received", e["objects"])),
+                    "conversation_ready" => say("cloned and validated".into()),
+                    "sync_failed" => say(format!("failed: {}", str_of(&e["reason"]))),
+                    "commit_refused" => say(format!(
+                        "refused (rule {}): {}",
+                        str_of(&e["rule"]),
+                        str_of(&e["reason"])
+                    )),
+                    _ => {}
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Some(Progress {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // The server then sends what happened before and hangs up: every line is shown.
+        let _ = self.stop.shutdown(std::net::Shutdown::Write);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -133,6 +133,11 @@ pub struct Events {
 }
 
 impl Events {
+    /// A handle that ends the subscription when shut down (from another thread).
+    pub fn stopper(&self) -> Result<UnixStream> {
+        self.reader.get_ref().try_clone().context("control socket")
+    }
+
     /// The next notification; `None` when the server goes away.
     pub fn next(&mut self) -> Result<Option<Value>> {
         let mut line = Vec::new();
