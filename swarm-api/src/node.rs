@@ -16,7 +16,10 @@
 //! - What happens is reported as [`Event`]s on a broadcast stream ([`Node::events`]).
 //!
 //! A fetch never blocks local commits (no lock is held while bytes move; the final promotion
-//! is a compare-and-swap that is simply recomputed if a local commit won). A peer whose
+//! is a compare-and-swap that is simply recomputed if a local commit won, and a local commit
+//! whose head moved meanwhile is rebuilt on the new head). Validation and writes (fsync) run on
+//! the blocking pool of a multi-thread runtime, not on the async workers; on a current-thread
+//! runtime (the simulation) they run inline, which keeps a seeded run deterministic. A peer whose
 //! branches fail (refused, timed out, broken) is retried with exponential backoff up to a cap,
 //! so a peer that keeps sending an invalid branch cannot cause a retry storm.
 
@@ -216,6 +219,9 @@ pub enum NodeError {
     /// The peer is backed off until later.
     #[error("peer {0} is backed off after failures; try later")]
     BackedOff(DeviceId),
+    /// A task on the blocking pool died (a bug: please report it).
+    #[error("{0}")]
+    Task(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -265,6 +271,20 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Runs storage and validation work (fsync, whole-branch validation) off the async workers: on
+/// the blocking pool of a multi-thread runtime. On a current-thread runtime (the simulation)
+/// it runs inline, so that a seeded run stays deterministic.
+async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| NodeError::Task(format!("a storage task failed: {e}"))),
+        _ => Ok(f()),
+    }
 }
 
 impl Node {
@@ -353,11 +373,24 @@ impl Node {
         body: &Body,
         changes: &[FileChange],
     ) -> Result<CommitId, NodeError> {
-        let id = {
+        // Validation and the write (fsync) run off the async workers. A fetch that moved the
+        // head meanwhile makes the commit be rebuilt on the new head (and validated again).
+        let (node, body, changes) = (self.clone(), body.clone(), changes.to_vec());
+        let id = off_workers(move || {
             let repo =
-                Repo::open(&*self.inner.storage, conv)?.with_engine(self.inner.engine.clone());
-            repo.append(&self.inner.me.signer(), body, changes, unix_now())?
-        };
+                Repo::open(&*node.inner.storage, conv)?.with_engine(node.inner.engine.clone());
+            let mut tries = 0;
+            loop {
+                match repo.append(&node.inner.me.signer(), &body, &changes, unix_now()) {
+                    Err(
+                        RepoError::NotFastForward(_)
+                        | RepoError::Storage(crate::storage::StorageError::HeadMoved { .. }),
+                    ) if tries < 8 => tries += 1,
+                    r => return r,
+                }
+            }
+        })
+        .await??;
         self.announce(conv, id).await;
         Ok(id)
     }
@@ -605,8 +638,6 @@ impl Node {
             .transport
             .open_channel(peer, &format!("sync/{conv}"))
             .await?;
-        let graph = self.graph(&conv);
-        let signer = self.inner.me.signer();
         // The first time a divergence with this peer is seen, only the designated one of the
         // two merges (one merge instead of one per device); if it comes back unmerged while our
         // head is still the one we deferred from, we merge ourselves (the other side may not be
@@ -620,22 +651,11 @@ impl Node {
                 .unwrap_or_else(|e| e.into_inner());
             head.is_some() && d.get(&(conv, peer)) == head.as_ref()
         };
-        let policy = |signer| {
-            if deferred_before {
-                sync::MergePolicy::Always(signer)
-            } else {
-                sync::MergePolicy::Designated { signer, peer }
-            }
-        };
         let events = self.inner.events.clone();
-        let (integrated, _) = sync::fetch_with_progress(
+        let (received, _) = sync::receive(
             &mut stream,
             conv,
             &*self.inner.storage,
-            &self.inner.engine,
-            &graph,
-            policy(&signer),
-            unix_now(),
             self.inner.config.bundle_limits,
             &mut |objects| {
                 let _ = events.send(Event::SyncProgress {
@@ -646,6 +666,37 @@ impl Node {
             },
         )
         .await?;
+        // Validation and the write (fsync) run on the blocking pool, not on the async workers
+        // (they may take long, under the conversation's graph lock).
+        let integrated = match received {
+            None => None,
+            Some(r) => {
+                let node = self.clone();
+                let task = off_workers(move || {
+                    let graph = node.graph(&conv);
+                    let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
+                    let signer = node.inner.me.signer();
+                    let policy = if deferred_before {
+                        sync::MergePolicy::Always(&signer)
+                    } else {
+                        sync::MergePolicy::Designated {
+                            signer: &signer,
+                            peer,
+                        }
+                    };
+                    sync::integrate(
+                        &*node.inner.storage,
+                        &node.inner.engine,
+                        &mut g,
+                        r.quarantine,
+                        r.tip,
+                        policy,
+                        unix_now(),
+                    )
+                });
+                Some(task.await??)
+            }
+        };
         {
             let mut d = self
                 .inner
@@ -728,24 +779,26 @@ impl Node {
         if self.is_integrated(&conv, &tip) {
             return Ok(None);
         }
-        let integrated = {
-            let graph = self.graph(&conv);
+        let node = self.clone();
+        let integrated = off_workers(move || {
+            let graph = node.graph(&conv);
             let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
-            let q = self
+            let q = node
                 .inner
                 .storage
                 .quarantine_open(&conv)
                 .map_err(SyncError::from)?;
             sync::integrate(
-                &*self.inner.storage,
-                &self.inner.engine,
+                &*node.inner.storage,
+                &node.inner.engine,
                 &mut g,
                 q,
                 tip,
-                sync::MergePolicy::Always(&self.inner.me.signer()),
+                sync::MergePolicy::Always(&node.inner.me.signer()),
                 unix_now(),
-            )?
-        };
+            )
+        })
+        .await??;
         if integrated.old_head == Some(integrated.head) {
             return Ok(None);
         }

@@ -1052,6 +1052,38 @@ pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
     limits: BundleLimits,
     progress: &mut (dyn FnMut(usize) + Send),
 ) -> Result<(Option<Integrated>, FetchStats), SyncError> {
+    let (received, stats) = receive(stream, conv, storage, limits, progress).await?;
+    let Some(Received { quarantine, tip }) = received else {
+        return Ok((None, stats));
+    };
+    let mut g = graph
+        .lock()
+        .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
+    let integrated = integrate(storage, engine, &mut g, quarantine, tip, merge, time)?;
+    Ok((Some(integrated), stats))
+}
+
+/// What [`receive`] brought: a branch in quarantine, not validated yet ([`integrate`] it, or
+/// drop the quarantine).
+#[derive(Debug)]
+pub struct Received {
+    /// The quarantine holding the objects.
+    pub quarantine: QuarantineId,
+    /// The tip the peer sent.
+    pub tip: CommitId,
+}
+
+/// The network half of [`fetch`]: the exchange, the objects put in quarantine (bounded by
+/// `limits`), nothing validated. `None` when the peer has nothing new. On error the quarantine
+/// is dropped. A caller that validates on another thread (a node does, off the async workers)
+/// then calls [`integrate`].
+pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    conv: ConversationId,
+    storage: &dyn Storage,
+    limits: BundleLimits,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<(Option<Received>, FetchStats), SyncError> {
     let head = storage.head(&conv)?;
     let mut client = Client::new(conv, head, limits);
     let mut stats = FetchStats::default();
@@ -1117,11 +1149,7 @@ pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
                 storage.quarantine_put(&q, &batch)?;
             }
             progress(stats.objects);
-            let mut g = graph
-                .lock()
-                .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
-            let integrated = integrate(storage, engine, &mut g, q, tip, merge, time)?;
-            Ok((Some(integrated), stats))
+            Ok((Some(Received { quarantine: q, tip }), stats))
         }
     }
 }
