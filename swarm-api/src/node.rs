@@ -113,6 +113,12 @@ pub enum Event {
         commit: CommitId,
         /// Its author's device.
         device: DeviceId,
+        /// The device's account, from its certificate in the conversation.
+        author: Option<AccountUri>,
+        /// The author's display name (from the commit).
+        name: String,
+        /// The commit time (the author's clock; display only).
+        time: i64,
         /// Its body.
         body: Body,
     },
@@ -868,6 +874,7 @@ impl Node {
             }
         };
         if let Ok(repo) = Repo::open(&*self.inner.storage, conv) {
+            let devices = repo.device_certs(&i.head).unwrap_or_default();
             for id in &shown {
                 let Ok(c) = repo.commit(id) else { continue };
                 if c.parents.len() > 1 || c.device == self.inner.me.device.id() {
@@ -885,6 +892,9 @@ impl Node {
                         conv,
                         commit: *id,
                         device: c.device,
+                        author: devices.get(&c.device).and_then(|d| d.claimed_account()),
+                        name: c.author_name.clone(),
+                        time: c.time,
                         body,
                     }),
                 }

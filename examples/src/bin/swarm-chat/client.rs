@@ -449,7 +449,15 @@ fn event_line(e: &Value) -> String {
                 ("text/plain", Some(text)) => text.to_owned(),
                 (kind, _) => format!("[{kind}]"),
             };
-            format!("{conv} {}: {what}", short(&e["device"]))
+            let who = e["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| short(&e["device"]));
+            let time = e["time"]
+                .as_i64()
+                .map(crate::local_time)
+                .unwrap_or_default();
+            format!("{conv} {time}  {who}: {what}")
         }
         "member" => format!(
             "{conv} {} {}",
