@@ -43,6 +43,11 @@ use crate::validate::Engine;
 /// The signal kind of commit announcements.
 pub const ANNOUNCE: &str = "application/im-gitmessage-id";
 
+/// While a fetch of a conversation runs, at most this many announcements of it wait: one per
+/// device (its newest replaces its older one), the rest dropped. A flood costs at most this
+/// many later fetches, not one per signal.
+pub const MAX_QUEUED_ANNOUNCEMENTS: usize = 64;
+
 /// The owned identity a node signs with.
 pub struct LocalIdentity {
     /// The account certificate.
@@ -342,6 +347,17 @@ impl Node {
         self.inner.events.subscribe()
     }
 
+    /// How many announcements of `conv` wait for its running fetch (at most
+    /// [`MAX_QUEUED_ANNOUNCEMENTS`]).
+    pub fn queued_announcements(&self, conv: &ConversationId) -> usize {
+        self.inner
+            .queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(conv)
+            .map_or(0, Vec::len)
+    }
+
     /// How many fetches this node started (for tests of backoff).
     pub fn fetch_attempts(&self) -> u64 {
         self.inner
@@ -519,7 +535,13 @@ impl Node {
         {
             let mut q = self.inner.queued.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(pending) = q.get_mut(&conv) {
-                pending.push((peer, commit));
+                if let Some(entry) = pending.iter_mut().find(|(d, _)| *d == peer) {
+                    entry.1 = commit;
+                } else if pending.len() < MAX_QUEUED_ANNOUNCEMENTS {
+                    pending.push((peer, commit));
+                } else {
+                    tracing::debug!(target: "swarm_api::node", %conv, %peer, "announcement dropped: too many waiting");
+                }
                 return;
             }
             q.insert(conv, Vec::new());

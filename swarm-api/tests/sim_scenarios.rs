@@ -1065,3 +1065,84 @@ async fn announcements_of_integrated_commits_or_garbage_cause_no_fetch() {
     let hi = bob.node.send(conv, "still here").await.unwrap();
     wait_for(Duration::from_secs(10), || alice.head(conv) == Some(hi)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_announcement_flood_during_a_fetch_is_bounded() {
+    use swarm_api::node::{ANNOUNCE, MAX_QUEUED_ANNOUNCEMENTS};
+    use swarm_api::traits::{Destination, Signal, Transport};
+    let net = SimNetwork::new(14);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], Mode::InvitesOnly)).await;
+    let alice = &peers[0];
+    let announce = |device: DeviceId, n: u64| Signal {
+        kind: ANNOUNCE.into(),
+        payload: format!(
+            r#"{{"deviceId":"{device}","conversationId":"{conv}","commit":"{n:040x}"}}"#
+        )
+        .into_bytes(),
+    };
+    // The first announcement starts a fetch from its device, which never answers: the fetch
+    // hangs (until its timeout), and announcements meanwhile wait in the queue.
+    let first = net.join(swarm_api::sync::Peer {
+        device: DeviceId::from_bytes([1; 32]),
+        account: alice.account.uri(),
+    });
+    first
+        .send_signal(
+            Destination::Device(alice.dev()),
+            announce(DeviceId::from_bytes([1; 32]), 1),
+        )
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    // One device, 1000 announcements: one entry (its newest).
+    let one = DeviceId::from_bytes([2; 32]);
+    let t = net.join(swarm_api::sync::Peer {
+        device: one,
+        account: alice.account.uri(),
+    });
+    for n in 0..1000u64 {
+        t.send_signal(Destination::Device(alice.dev()), announce(one, n + 10))
+            .await
+            .unwrap();
+    }
+    // 300 devices (ids are free to mint): capped.
+    for i in 0..300u32 {
+        let mut b = [3u8; 32];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        let d = DeviceId::from_bytes(b);
+        let t = net.join(swarm_api::sync::Peer {
+            device: d,
+            account: alice.account.uri(),
+        });
+        t.send_signal(
+            Destination::Device(alice.dev()),
+            announce(d, 5000 + u64::from(i)),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for(Duration::from_secs(5), || {
+        alice.node.queued_announcements(&conv) == MAX_QUEUED_ANNOUNCEMENTS
+    })
+    .await;
+    // Nothing more gets in, whatever arrives.
+    for n in 0..100u64 {
+        first
+            .send_signal(
+                Destination::Device(alice.dev()),
+                announce(DeviceId::from_bytes([1; 32]), 9000 + n),
+            )
+            .await
+            .unwrap();
+    }
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        alice.node.queued_announcements(&conv),
+        MAX_QUEUED_ANNOUNCEMENTS
+    );
+    // Alice's own messages are not held up by any of it.
+    let id = alice.node.send(conv, "still here").await.unwrap();
+    assert_eq!(alice.head(conv), Some(id));
+}
