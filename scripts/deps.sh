@@ -24,6 +24,13 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 
+# The test script checks formatting and lints.
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
 # The plugin tests build the guest plugins (plugins/guests/) for wasm32-unknown-unknown.
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   echo "installing the rustup target wasm32-unknown-unknown" >&2

@@ -118,6 +118,7 @@ struct Cost {
 }
 
 /// Runs one sync from `server` into `client` through the state machines.
+#[allow(clippy::too_many_arguments)] // a bench fixture: each argument is one dimension measured
 fn sync_once(
     server_st: &MemoryStorage,
     client_st: &MemoryStorage,

@@ -982,7 +982,7 @@ mod tests {
         let crl = acc.crl(&[d1.cert()], 2, now()).unwrap();
         let crl = Crl::from_pem(crl.pem()).unwrap();
         assert_eq!(
-            verify_device(acc.cert(), d1.cert(), &[crl.clone()], None),
+            verify_device(acc.cert(), d1.cert(), std::slice::from_ref(&crl), None),
             Err(ChainError::Revoked(d1.id()))
         );
         verify_device(acc.cert(), d2.cert(), &[crl], None).unwrap();

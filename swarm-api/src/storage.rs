@@ -190,19 +190,16 @@ impl<S: Storage + ?Sized> ObjectSource for ConversationObjects<'_, S> {
     }
 }
 
+/// Objects by id.
+type ObjectMap = std::collections::BTreeMap<ObjectId, Object>;
+
 /// A [`Storage`] in memory: the reference implementation of the contract, for tests,
 /// simulations and as a model for new backends. Nothing survives the process.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    inner: std::sync::RwLock<
-        std::collections::BTreeMap<
-            ConversationId,
-            (CommitId, std::collections::BTreeMap<ObjectId, Object>),
-        >,
-    >,
-    quarantines: std::sync::Mutex<
-        std::collections::BTreeMap<u64, std::collections::BTreeMap<ObjectId, Object>>,
-    >,
+    /// Each conversation's head and objects.
+    inner: std::sync::RwLock<std::collections::BTreeMap<ConversationId, (CommitId, ObjectMap)>>,
+    quarantines: std::sync::Mutex<std::collections::BTreeMap<u64, ObjectMap>>,
     next_quarantine: std::sync::atomic::AtomicU64,
 }
 

@@ -398,6 +398,9 @@ impl Profile {
     }
 }
 
+/// A plugin blob loaded, or why it does not load.
+type Loaded = Result<Arc<dyn MessageType>, String>;
+
 /// The validation engine: the built-in rules plus registered message types.
 pub struct Engine {
     limits: Limits,
@@ -407,7 +410,7 @@ pub struct Engine {
     validators: Vec<Arc<dyn crate::traits::Validator>>,
     loader: Option<Arc<dyn PluginLoader>>,
     /// Pinned plugins loaded, by blob id (loading is a pure function of the blob).
-    pinned: Mutex<HashMap<ObjectId, Result<Arc<dyn MessageType>, String>>>,
+    pinned: Mutex<HashMap<ObjectId, Loaded>>,
     parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
     /// Device certificate chains already verified (they depend only on their blobs).
     chains: Mutex<HashSet<rules::ChainKey>>,

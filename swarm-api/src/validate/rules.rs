@@ -998,9 +998,12 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A pinned plugin: its path and the message type it loaded as.
+type Pinned = (String, Arc<dyn MessageType>);
+
 impl Ctx<'_> {
     /// The plugins pinned at `parent` (`plugins/<sha256>.wasm`), loaded.
-    fn pinned(&self, parent: &State) -> Result<Vec<(String, Arc<dyn MessageType>)>, Violation> {
+    fn pinned(&self, parent: &State) -> Result<Vec<Pinned>, Violation> {
         parent
             .files
             .range::<String, _>("plugins/".to_owned().."plugins0".to_owned())
