@@ -200,7 +200,9 @@ pub fn request(id: u64, method: &str, params: Value) -> Vec<u8> {
     line
 }
 
-fn params<T: DeserializeOwned>(p: Value) -> Result<T, RpcError> {
+/// A method's parameters as `T` (absent parameters are `{}`); a mismatch is
+/// [`codes::INVALID_PARAMS`]. For [`Extension`]s too.
+pub fn params<T: DeserializeOwned>(p: Value) -> Result<T, RpcError> {
     let p = if p.is_null() { json!({}) } else { p };
     serde_json::from_value(p).map_err(|e| RpcError::new(codes::INVALID_PARAMS, e.to_string()))
 }
@@ -213,10 +215,12 @@ fn to_value<T: Serialize>(v: T) -> Result<Value, RpcError> {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-#[derive(Deserialize)]
+/// The parameters `{"conv": ID}` (for [`Extension`]s too).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Conv {
-    conv: ConversationId,
+pub struct Conv {
+    /// The conversation.
+    pub conv: ConversationId,
 }
 
 #[derive(Deserialize)]

@@ -627,18 +627,7 @@ impl<'a> Ctx<'a> {
             return Ok(());
         }
         let changes: Vec<Delta> = rest.iter().map(|d| (*d).clone()).collect();
-        let view = CommitView {
-            conversation: self.conv,
-            mode: parent.mode,
-            commit: c,
-            body,
-            signer: signer.account,
-            device: signer.device,
-            role: signer.role,
-            changes: &changes,
-            parent,
-            lookup: self,
-        };
+        let view = self.view(c, body, signer, parent, &changes);
         for v in &self.engine.validators {
             v.validate(&view)?;
         }
@@ -657,7 +646,20 @@ impl<'a> Ctx<'a> {
         rest: &[&Delta],
     ) -> Result<(), Violation> {
         let changes: Vec<Delta> = rest.iter().map(|d| (*d).clone()).collect();
-        let view = CommitView {
+        t.validate(&self.view(c, body, signer, parent, &changes))?;
+        no_files(body, rest)
+    }
+
+    /// What a message type or an app's validator sees of a commit.
+    fn view<'v>(
+        &'v self,
+        c: &'v Commit,
+        body: &'v Body,
+        signer: &Signer,
+        parent: &'v State,
+        changes: &'v [Delta],
+    ) -> CommitView<'v> {
+        CommitView {
             conversation: self.conv,
             mode: parent.mode,
             commit: c,
@@ -665,12 +667,10 @@ impl<'a> Ctx<'a> {
             signer: signer.account,
             device: signer.device,
             role: signer.role,
-            changes: &changes,
+            changes,
             parent,
             lookup: self,
-        };
-        t.validate(&view)?;
-        no_files(body, rest)
+        }
     }
 
     /// Rule `body-wellformed`. In the jami profile a `vote` without `"action"` (jamid writes

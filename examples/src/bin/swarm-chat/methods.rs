@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarm_api::commit::allowed_signers_line;
-use swarm_api::host::rpc::{self, codes, RpcError};
+use swarm_api::host::rpc::{self, codes, params, Conv, RpcError};
 use swarm_api::repo::{Repo, RepoError};
 use swarm_api::storage::Storage;
 use swarm_api::traits::BoxFuture;
@@ -34,17 +34,6 @@ pub struct Methods {
 
 fn failed(e: anyhow::Error) -> RpcError {
     RpcError::new(codes::FAILED, crate::one_line(&e))
-}
-
-fn params<T: serde::de::DeserializeOwned>(p: Value) -> Result<T, RpcError> {
-    let p = if p.is_null() { json!({}) } else { p };
-    serde_json::from_value(p).map_err(|e| RpcError::new(codes::INVALID_PARAMS, e.to_string()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Conv {
-    conv: ConversationId,
 }
 
 #[derive(Deserialize)]
