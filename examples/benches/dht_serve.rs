@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 #[path = "../tests/support/serve.rs"]
 mod support;
@@ -23,20 +23,7 @@ use transport_dht::{Dht, DhtConfig, Identity};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn chat(home: &Path, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm-chat"))
-        .env_remove("SWARM_HOME")
-        .arg("--home")
-        .arg(home)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("swarm-chat runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    support::chat_json(home, args)
 }
 
 struct Serve(Child);

@@ -3,7 +3,7 @@
 //! `echo: hi` appears in the inviter's `log`. Every wait is on a condition with a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,20 +15,7 @@ use support::KillOnDrop;
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn chat(home: &Path, args: &[&str]) -> Value {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_swarm-chat"))
-        .env_remove("SWARM_HOME")
-        .arg("--home")
-        .arg(home)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("swarm-chat runs");
-    assert!(
-        out.status.success(),
-        "swarm-chat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
+    support::chat_json(home, args)
 }
 
 /// Polls `check` until it holds (`true`) or [`DEADLINE`] passes (`false`).

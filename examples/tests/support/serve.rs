@@ -85,3 +85,22 @@ pub fn stop(child: &mut Child, home: &Path, lines: usize) {
         );
     }
 }
+
+/// `swarm-chat --home HOME --json ARGS…`: its one JSON object; panics with its stderr if it
+/// fails.
+pub fn chat_json(home: &Path, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm-chat"))
+        .env_remove("SWARM_HOME")
+        .arg("--home")
+        .arg(home)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("swarm-chat runs");
+    assert!(
+        out.status.success(),
+        "swarm-chat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
