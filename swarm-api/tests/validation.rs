@@ -1271,7 +1271,26 @@ fn subtree_bomb(width: usize, levels: usize, leaf: Object) -> Vec<Object> {
 
 /// A text commit by `who` on the head whose tree is the head's with the directory `name`
 /// pointing at the last tree of `objects` (which the draft carries).
-fn graft(w: &W, who: &P, name: &str, mut objects: Vec<Object>) -> swarm_api::repo::Draft {
+fn graft(w: &W, who: &P, name: &str, objects: Vec<Object>) -> swarm_api::repo::Draft {
+    graft_on(
+        w,
+        who,
+        w.head(),
+        name,
+        objects,
+        &Body::text("bomb").to_message(),
+    )
+}
+
+/// [`graft`] on `parent` (whose tree is the head's) with the message `msg`.
+fn graft_on(
+    w: &W,
+    who: &P,
+    parent: swarm_api::CommitId,
+    name: &str,
+    mut objects: Vec<Object>,
+    msg: &str,
+) -> swarm_api::repo::Draft {
     let sub = objects.last().unwrap().id();
     let base_tree = w.repo().commit(&w.head()).unwrap().tree;
     let src = swarm_api::storage::ConversationObjects {
@@ -1285,15 +1304,8 @@ fn graft(w: &W, who: &P, name: &str, mut objects: Vec<Object>) -> swarm_api::rep
         .collect();
     entries.push((name.to_owned(), true, sub));
     let root = tree_object(&entries);
-    let c = swarm_api::commit::sign_commit(
-        &who.device,
-        "Alice",
-        root.id(),
-        &[w.head()],
-        &Body::text("bomb").to_message(),
-        T,
-    )
-    .unwrap();
+    let c =
+        swarm_api::commit::sign_commit(&who.device, "Alice", root.id(), &[parent], msg, T).unwrap();
     let id = swarm_api::CommitId::from_object_id(&c.id()).unwrap();
     objects.push(root);
     objects.push(c);
@@ -1306,6 +1318,8 @@ struct CountingReads<'a> {
     new: BTreeMap<gix_hash::ObjectId, Object>,
     base: swarm_api::storage::ConversationObjects<'a, swarm_api::storage::MemoryStorage>,
     reads: std::cell::Cell<usize>,
+    /// Every id read.
+    read: std::cell::RefCell<std::collections::HashSet<gix_hash::ObjectId>>,
     budget: usize,
 }
 
@@ -1318,6 +1332,7 @@ impl<'a> CountingReads<'a> {
                 conv: w.conv,
             },
             reads: Default::default(),
+            read: Default::default(),
             budget,
         }
     }
@@ -1329,6 +1344,7 @@ impl swarm_api::object::ObjectSource for CountingReads<'_> {
         id: &gix_hash::ObjectId,
     ) -> Result<Option<Object>, swarm_api::object::ObjectError> {
         self.reads.set(self.reads.get() + 1);
+        self.read.borrow_mut().insert(*id);
         assert!(
             self.reads.get() <= self.budget,
             "the validator read more than {} objects",
@@ -1592,4 +1608,145 @@ fn large_branches_report_the_first_failing_commit_as_a_commit_by_commit_check_do
     let (objs, ids) = long_branch(&w, &a, &b, n, None, None);
     w.repo().receive(objs, ids[n - 1]).expect("valid branch");
     assert_eq!(w.head(), ids[n - 1]);
+}
+
+// ------------------------------------------------------------------ cheapest check first
+
+/// The bomb of issue #15, signed by Alice and then altered (its signature no longer
+/// verifies), is refused for its signature before any of its trees is read: the signer is
+/// checked from the parent state and a path lookup, the tree diff comes after. (Before, the
+/// diff ran first and the commit was refused as `layout-path`, after walking the bomb.)
+#[test]
+fn cheapest_check_first_a_forged_bomb_is_refused_for_its_signature_unread() {
+    let (a, _b, w) = alice_bob();
+    let bomb = subtree_bomb(24, 6, tree_object(&[]));
+    let bomb_ids: Vec<_> = bomb.iter().map(Object::id).collect();
+    let forged = rewrite(&graft(&w, &a, "votes", bomb), |t| t.replace("bomb", "bomB"));
+    let (v, reads) = refused_counting(&w, &Engine::default(), &forged);
+    assert_eq!(v.rule(), "signature", "{v}");
+    let src = CountingReads::new(&w, &forged, 2_000);
+    let stored = |c: &swarm_api::CommitId| !src.new.contains_key(&c.object_id());
+    Engine::default()
+        .validate_branch(w.conv, &src, &stored, &[forged.id])
+        .unwrap_err();
+    let read = src.read.borrow();
+    assert!(
+        bomb_ids.iter().all(|id| !read.contains(id)),
+        "a tree of the bomb was read ({reads} reads)"
+    );
+    w.refuse(forged, "signature");
+}
+
+/// A device the conversation does not know (validly signed by a stranger) is refused before
+/// the bomb its commit carries is walked.
+#[test]
+fn cheapest_check_first_an_unknown_devices_bomb_is_refused_unread() {
+    let (_a, _b, w) = alice_bob();
+    let m = P::new("Mallory");
+    let bomb = subtree_bomb(24, 6, tree_object(&[]));
+    let bomb_ids: Vec<_> = bomb.iter().map(Object::id).collect();
+    let d = graft(&w, &m, "votes", bomb);
+    let src = CountingReads::new(&w, &d, 2_000);
+    let stored = |c: &swarm_api::CommitId| !src.new.contains_key(&c.object_id());
+    let err = Engine::default()
+        .validate_branch(w.conv, &src, &stored, &[d.id])
+        .unwrap_err();
+    assert_eq!(err.violation.rule(), "device-known", "{err}");
+    assert!(bomb_ids.iter().all(|id| !src.read.borrow().contains(id)));
+}
+
+/// A long branch (its signatures verified together, in parallel) with a forged commit in
+/// its middle, made by `forge` on the given parent: refused for that commit's signature.
+fn long_branch_with_forged<'w>(
+    w: &'w W,
+    a: &P,
+    engine: &Engine,
+    forge: impl FnOnce(swarm_api::CommitId) -> swarm_api::repo::Draft,
+) -> (CountingReads<'w>, swarm_api::repo::Draft) {
+    let tree = w.repo().commit(&w.head()).unwrap().tree;
+    let mut objects: Vec<Object> = Vec::new();
+    let mut prev = w.head();
+    let chain = |prev: &mut swarm_api::CommitId, objects: &mut Vec<Object>| {
+        for i in 0..300 {
+            let msg = Body::text(format!("m{i}")).to_message();
+            let c = swarm_api::commit::sign_commit(&a.device, "Alice", tree, &[*prev], &msg, T)
+                .unwrap();
+            *prev = swarm_api::CommitId::from_object_id(&c.id()).unwrap();
+            objects.push(c);
+        }
+    };
+    chain(&mut prev, &mut objects);
+    let forged = forge(prev);
+    prev = forged.id;
+    objects.extend(forged.objects.iter().cloned());
+    chain(&mut prev, &mut objects);
+    let branch = swarm_api::repo::Draft { id: prev, objects };
+    let src = CountingReads::new(w, &branch, 10_000);
+    let stored = |c: &swarm_api::CommitId| !src.new.contains_key(&c.object_id());
+    let err = engine
+        .validate_branch(w.conv, &src, &stored, &[branch.id])
+        .unwrap_err();
+    assert_eq!(
+        (err.commit, err.violation.rule()),
+        (forged.id, "signature"),
+        "{err}"
+    );
+    w.refuse(branch.clone(), "signature");
+    (src, forged)
+}
+
+/// In a long branch, a forged commit carrying the bomb is refused for its signature and its
+/// trees are never read. (Before, a long branch's signatures were verified after every
+/// commit's trees: the bomb was walked, then the signature reported.)
+#[test]
+fn cheapest_check_first_a_long_branch_with_a_forged_bomb_reads_none_of_it() {
+    let (a, _b, w) = alice_bob();
+    let bomb = subtree_bomb(24, 6, tree_object(&[]));
+    let bomb_ids: Vec<_> = bomb.iter().map(Object::id).collect();
+    let (src, _) = long_branch_with_forged(&w, &a, &Engine::default(), |parent| {
+        let msg = Body::text("bomb").to_message();
+        rewrite(&graft_on(&w, &a, parent, "votes", bomb, &msg), |t| {
+            t.replace("bomb", "bomB")
+        })
+    });
+    assert!(bomb_ids.iter().all(|id| !src.read.borrow().contains(id)));
+}
+
+/// A message type that counts the commits it is asked about.
+struct Counted(std::sync::atomic::AtomicUsize);
+impl MessageType for Counted {
+    fn types(&self) -> Vec<String> {
+        vec!["application/counted+json".into()]
+    }
+    fn validate(&self, _view: &CommitView<'_>) -> Result<(), Violation> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// In a long branch, a forged commit of a plugin's type never reaches the plugin. (Before,
+/// the plugin validated it, then the signature was reported.)
+#[test]
+fn cheapest_check_first_a_long_branch_with_a_forged_plugin_commit_never_reaches_the_plugin() {
+    let (a, _b, w) = alice_bob();
+    let counted = Arc::new(Counted(Default::default()));
+    let mut engine = Engine::default();
+    engine.register(counted.clone());
+    let tree = w.repo().commit(&w.head()).unwrap().tree;
+    long_branch_with_forged(&w, &a, &engine, |parent| {
+        let msg = r#"{"n":"1","type":"application/counted+json"}"#;
+        let c =
+            swarm_api::commit::sign_commit(&a.device, "Alice", tree, &[parent], msg, T).unwrap();
+        let id = swarm_api::CommitId::from_object_id(&c.id()).unwrap();
+        let d = swarm_api::repo::Draft {
+            id,
+            objects: vec![c],
+        };
+        rewrite(&d, |t| t.replace(r#""n":"1""#, r#""n":"2""#))
+    });
+    assert_eq!(
+        counted.0.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the plugin was asked about the forged commit"
+    );
 }

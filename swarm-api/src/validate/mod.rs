@@ -617,16 +617,45 @@ impl Engine {
             }
             new.insert(id, c);
         }
-        // 2. Oldest first. Native signatures of a large branch are verified together at the
-        // end, on every core; the verdict is the one a commit-by-commit check gives: the
-        // first commit (in this order) whose signature or rule fails.
+        // 2. Oldest first. Cheapest check first: a long branch's native signatures are
+        // verified together, on every core, before any commit is checked, so no forged commit
+        // reaches a tree diff or a plugin; the verdict stays the one a commit-by-commit check
+        // gives: the first commit (in this order) whose signature or rule fails. (Each commit
+        // is also authorized before its tree is diffed: `rules::Ctx::check`.)
         let order = display_order(new.values().map(|c| (c.id, c.parents.as_slice())));
+        let mut failure: Option<(usize, Violation)> = None;
+        let mut end = order.len();
         if order.len() >= Self::PARALLEL_SIGNATURES {
-            ctx.deferred = Some(Vec::new());
+            let jobs: Vec<(CommitId, ed25519_dalek::VerifyingKey)> = order
+                .iter()
+                .filter_map(|id| ctx.signing_key(&new[id]).map(|k| (*id, k)))
+                .collect();
+            let bad = rules::verify_deferred(&jobs, &new);
+            let position: HashMap<CommitId, usize> =
+                order.iter().enumerate().map(|(k, id)| (*id, k)).collect();
+            let bad_ids: HashSet<CommitId> = bad
+                .iter()
+                .filter_map(|(j, _)| jobs.get(*j).map(|(id, _)| *id))
+                .collect();
+            ctx.presigned.extend(
+                jobs.iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !bad_ids.contains(id)),
+            );
+            failure = bad
+                .into_iter()
+                .filter_map(|(j, v)| {
+                    jobs.get(j)
+                        .and_then(|(id, _)| position.get(id))
+                        .map(|k| (*k, v))
+                })
+                .min_by_key(|(k, _)| *k);
+            if let Some((k, _)) = &failure {
+                end = *k;
+            }
         }
         let mut states: HashMap<CommitId, Arc<State>> = HashMap::new();
-        let mut failure: Option<(usize, Violation)> = None;
-        for (k, id) in order.iter().enumerate() {
+        for (k, id) in order[..end].iter().enumerate() {
             let c = &new[id];
             match ctx.check(c, &mut states) {
                 Ok(state) => {
@@ -635,23 +664,6 @@ impl Engine {
                 Err(v) => {
                     failure = Some((k, v));
                     break;
-                }
-            }
-        }
-        if let Some(jobs) = ctx.deferred.take() {
-            let position: HashMap<CommitId, usize> =
-                order.iter().enumerate().map(|(k, id)| (*id, k)).collect();
-            let first_bad = rules::verify_deferred(&jobs, &new)
-                .into_iter()
-                .filter_map(|(j, v)| {
-                    jobs.get(j)
-                        .and_then(|(id, _)| position.get(id))
-                        .map(|k| (*k, v))
-                })
-                .min_by_key(|(k, _)| *k);
-            if let Some((k, v)) = first_bad {
-                if failure.as_ref().is_none_or(|(f, _)| k <= *f) {
-                    failure = Some((k, v));
                 }
             }
         }

@@ -40,12 +40,18 @@ pub(super) struct Ctx<'a> {
     /// file: every message on the same state has the same signer checks, only the
     /// signature differs.
     authorized: HashMap<(usize, DeviceId, bool), (Arc<State>, Authorized)>,
-    /// With `Some`, native signatures are not verified as commits are checked but collected
-    /// here, to be verified together (in parallel) by [`verify_deferred`]: the branch is
-    /// accepted or refused whole, so only the verdict's order matters, and
-    /// [`super::Engine::validate_branch`] keeps it.
-    pub(super) deferred: Option<Vec<(CommitId, ed25519_dalek::VerifyingKey)>>,
+    /// Commits whose signature was already verified with the key of the device they name
+    /// (a native device id is the hash of its key, so any certificate of that id holds that
+    /// key): [`super::Engine::validate_branch`] verifies a long branch's signatures together,
+    /// in parallel, before any commit is checked.
+    pub(super) presigned: std::collections::HashSet<CommitId>,
+    /// Tree entries read for path lookups, by tree id (bounded: cleared past
+    /// [`LOOKUP_CACHE`] trees).
+    lookups: HashMap<ObjectId, Arc<crate::object::DirEntries>>,
 }
+
+/// Trees kept by [`Ctx::lookup`].
+const LOOKUP_CACHE: usize = 1024;
 
 /// A device found authorized at a state: who it is and its certificates.
 #[derive(Clone)]
@@ -74,7 +80,8 @@ impl<'a> Ctx<'a> {
             commits: HashMap::new(),
             graph: Default::default(),
             authorized: HashMap::new(),
-            deferred: None,
+            presigned: Default::default(),
+            lookups: HashMap::new(),
         }
     }
 
@@ -236,6 +243,20 @@ impl<'a> Ctx<'a> {
             1 => {
                 let parent = self.state_of(&c.parents[0], states)?;
                 let ptree = self.load(&c.parents[0])?.tree;
+                // Cheapest check first: who signed, from the parent's state and at most a few
+                // path lookups in this commit's tree, before any tree is diffed or a plugin
+                // loaded (a forged or unauthorized commit costs a few object reads).
+                let joining = matches!(
+                    Body::parse(&c.message),
+                    Ok(Body::Member(m)) if m.action == MemberAction::Join
+                );
+                let signer = if c.tree == ptree {
+                    // No file changes: the signer checks depend only on the parent state.
+                    self.authorize_at(c, &parent, joining)?
+                } else {
+                    let files = self.signer_files(c, &parent, joining)?;
+                    self.authorize(c, &parent, &files, joining)?
+                };
                 // The walk stops at the first changed path over the limit, not after it.
                 let limits = TreeLimits {
                     max_files: self
@@ -253,8 +274,7 @@ impl<'a> Ctx<'a> {
                 } else {
                     Some(apply(&parent.files, &deltas))
                 };
-                let files = new_files.as_ref().unwrap_or(&parent.files);
-                self.check_ordinary(c, &parent, &deltas, files)?;
+                self.check_ordinary(c, &parent, &deltas, signer)?;
                 Ok(match new_files {
                     None => parent,
                     Some(f) => Arc::new(State::from_files(parent.mode, f)),
@@ -326,6 +346,108 @@ impl<'a> Ctx<'a> {
             device: c.device,
             role: a.role,
         })
+    }
+
+    /// The entries of a tree, for path lookups (cached by tree id).
+    fn entries(&mut self, tree: &ObjectId) -> Result<Arc<crate::object::DirEntries>, Violation> {
+        if let Some(e) = self.lookups.get(tree) {
+            return Ok(e.clone());
+        }
+        if self.lookups.len() >= LOOKUP_CACHE {
+            self.lookups.clear();
+        }
+        let e = Arc::new(crate::object::dir_entries(self.src, tree)?);
+        self.lookups.insert(*tree, e.clone());
+        Ok(e)
+    }
+
+    /// One path of a tree, read along the path only: `(is a tree, id)`.
+    fn lookup(
+        &mut self,
+        tree: &ObjectId,
+        path: &str,
+    ) -> Result<Option<(bool, ObjectId)>, Violation> {
+        let mut at = (true, *tree);
+        for name in path.split('/') {
+            if !at.0 {
+                return Ok(None);
+            }
+            match self.entries(&at.1)?.get(name) {
+                Some(e) => at = *e,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(at))
+    }
+
+    /// The files of commit `c` that the signer checks read ([`Ctx::authorized_device`]): its
+    /// device certificate if the parent lacks it, the joiner's member certificate, and its
+    /// account's CRLs — found by path lookups, without diffing or reading the whole tree.
+    fn signer_files(
+        &mut self,
+        c: &Commit,
+        parent: &State,
+        joining: bool,
+    ) -> Result<Files, Violation> {
+        let mut files = Files::new();
+        let dpath = layout::device_cert(&c.device);
+        let dblob = match parent.devices.get(&c.device) {
+            Some(b) => *b,
+            None => match self.lookup(&c.tree, &dpath)? {
+                Some((false, b)) => {
+                    files.insert(dpath.clone(), b);
+                    b
+                }
+                // Not a device of this conversation: `authorized_device` says so.
+                _ => return Ok(files),
+            },
+        };
+        // An unreadable certificate: `authorized_device` reports it.
+        let Ok(Some(account)) = self.device_account(&dpath, &dblob) else {
+            return Ok(files);
+        };
+        if joining {
+            let mpath = layout::member_cert(&account);
+            if let Some((false, b)) = self.lookup(&c.tree, &mpath)? {
+                files.insert(mpath, b);
+            }
+        }
+        let crls = format!("CRLs/{account}");
+        if let Some((true, dir)) = self.lookup(&c.tree, &crls)? {
+            for (name, (is_tree, id)) in self.entries(&dir)?.iter() {
+                if !is_tree {
+                    files.insert(format!("{crls}/{name}"), *id);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// The key of the device commit `c` names, from the certificate in its own tree, if there
+    /// is a native one whose id is that device id (so the key is the device's, whatever
+    /// certificate the rules later find for it).
+    pub(super) fn signing_key(&mut self, c: &Commit) -> Option<ed25519_dalek::VerifyingKey> {
+        let dpath = layout::device_cert(&c.device);
+        let Ok(Some((false, blob))) = self.lookup(&c.tree, &dpath) else {
+            return None;
+        };
+        match self.device_cert(&dpath, &blob).ok()? {
+            DeviceKey::Native(d) if d.id() == c.device => Some(*d.public_key()),
+            _ => None,
+        }
+    }
+
+    /// Rule `signature` ahead of the others where the key is at hand ([`Ctx::signing_key`]):
+    /// a forged commit is refused before anything costly is done for it.
+    fn presign(&mut self, c: &Commit) -> Result<(), Violation> {
+        if self.presigned.contains(&c.id) {
+            return Ok(());
+        }
+        if let Some(key) = self.signing_key(c) {
+            verify_commit_signature(c, &key)?;
+            self.presigned.insert(c.id);
+        }
+        Ok(())
     }
 
     /// The device rules of [`Ctx::authorize`] (everything but the signature itself).
@@ -497,6 +619,8 @@ impl<'a> Ctx<'a> {
         c: &Commit,
         states: &mut HashMap<CommitId, Arc<State>>,
     ) -> Result<Arc<State>, Violation> {
+        // Cheapest check first: the signature, before the merge is recomputed.
+        self.presign(c)?;
         let (p1, p2) = (c.parents[0], c.parents[1]);
         let s1 = self.state_of(&p1, states)?;
         let s2 = self.state_of(&p2, states)?;
@@ -523,16 +647,9 @@ impl<'a> Ctx<'a> {
         c: &Commit,
         parent: &Arc<State>,
         deltas: &[Delta],
-        files: &Files,
+        signer: Signer,
     ) -> Result<(), Violation> {
         let body = self.parse_body(c, deltas)?;
-        let joining = matches!(&body, Body::Member(m) if m.action == MemberAction::Join);
-        let signer = if deltas.is_empty() {
-            // `files` is the parent's: the signer checks depend only on the parent state.
-            self.authorize_at(c, parent, joining)?
-        } else {
-            self.authorize(c, parent, files, joining)?
-        };
         let parent: &State = parent;
         // The author's own credentials may be added by any commit.
         let mut rest: Vec<&Delta> = Vec::new();
@@ -1113,17 +1230,19 @@ pub(super) struct ChainKey {
 
 impl Ctx<'_> {
     /// Rule `signature` (and, for jamid chains, the validity period at the commit's time):
-    /// the commit is signed by the authorized device's key, in the profile's scheme. Native
-    /// signatures are deferred when [`Ctx::deferred`] is on.
+    /// the commit is signed by the authorized device's key, in the profile's scheme (native
+    /// signatures verified once: see [`Ctx::presigned`]).
     fn verify_signed_by(&mut self, c: &Commit, a: &Authorized) -> Result<(), Violation> {
         match &a.cert {
-            DeviceKey::Native(d) => match &mut self.deferred {
-                Some(jobs) => {
-                    jobs.push((c.id, *d.public_key()));
-                    Ok(())
+            DeviceKey::Native(d) => {
+                // Verified with the key of the device id it names, which is `d`'s key.
+                if self.presigned.contains(&c.id) && d.id() == c.device {
+                    return Ok(());
                 }
-                None => verify_commit_signature(c, d.public_key()),
-            },
+                verify_commit_signature(c, d.public_key())?;
+                self.presigned.insert(c.id);
+                Ok(())
+            }
             DeviceKey::Jami(d) => {
                 keys::verify_jami_signature(c, d)?;
                 keys::check_valid_at(&a.account_cert, &a.cert, c.time)
