@@ -466,7 +466,14 @@ impl<'a> Repo<'a> {
         } else if tip != head {
             return Err(RepoError::NotFastForward(tip));
         }
-        let objects: Vec<Object> = quarantine.new.into_values().collect();
+        // Only what the validated commits reach: the rest of `objects` is dropped.
+        let reachable = validated.reachable(&quarantine.new)?;
+        let objects: Vec<Object> = quarantine
+            .new
+            .into_iter()
+            .filter(|(id, _)| reachable.contains(id))
+            .map(|(_, o)| o)
+            .collect();
         self.storage.write(
             &self.conv,
             &objects,

@@ -36,6 +36,9 @@ pub enum StorageError {
     /// The new head is not among the stored or written objects.
     #[error("the new head {0} is not a stored commit")]
     DanglingHead(CommitId),
+    /// A promotion whose new head is neither validated nor stored ([`Promotion::of`]).
+    #[error("the new head {0} was not validated")]
+    Unvalidated(CommitId),
     /// A backend failure (I/O, corruption, ...).
     #[error("{backend} storage failed: {source}")]
     Backend {
@@ -76,6 +79,78 @@ impl QuarantineId {
             conv: self.conv,
             id: self.id,
         }
+    }
+}
+
+/// What validation lets a quarantine promote: the head update and the ids of the objects the
+/// validated commits reach ([`crate::validate::Validated::reachable`]). Made only from
+/// [`Validated`](crate::validate::Validated) values, which only the validation engine makes,
+/// so a backend given one knows the branch passed; objects of the area outside it are dropped
+/// with the area, never stored.
+#[derive(Debug)]
+pub struct Promotion {
+    update: HeadUpdate,
+    objects: std::collections::HashSet<ObjectId>,
+}
+
+impl Promotion {
+    /// The promotion of quarantine `q` after `validated` passed: its reachable objects, and
+    /// `update`, whose new head must be one of the validated commits, or a commit stored
+    /// already (keeping or moving back to a validated head).
+    pub fn of(
+        validated: &[&crate::validate::Validated],
+        storage: &dyn Storage,
+        q: &QuarantineId,
+        update: HeadUpdate,
+    ) -> Result<Self, StorageError> {
+        let in_area = QuarantineObjects { storage, q };
+        let mut objects = std::collections::HashSet::new();
+        for v in validated {
+            objects.extend(v.reachable(&in_area).map_err(|e| match e {
+                ObjectError::Storage(e) => e,
+                e => StorageError::backend(storage.backend_name(), e),
+            })?);
+        }
+        let new = update.new.object_id();
+        if !objects.contains(&new)
+            && Some(update.new) != update.expected
+            && !matches!(storage.object(&q.conv, &new), Ok(Some(_)))
+        {
+            return Err(StorageError::Unvalidated(update.new));
+        }
+        Ok(Self { update, objects })
+    }
+
+    /// The head update.
+    pub fn update(&self) -> HeadUpdate {
+        self.update
+    }
+
+    /// Whether the object `id` of the area is promoted.
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.objects.contains(id)
+    }
+
+    /// How many object ids are promoted (some may be stored already).
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether nothing is promoted (the head update only).
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// The objects of one quarantine area only, as an [`ObjectSource`].
+struct QuarantineObjects<'a> {
+    storage: &'a dyn Storage,
+    q: &'a QuarantineId,
+}
+
+impl ObjectSource for QuarantineObjects<'_> {
+    fn object(&self, id: &ObjectId) -> Result<Option<Object>, ObjectError> {
+        Ok(self.storage.quarantine_object(self.q, id)?)
     }
 }
 
@@ -138,10 +213,14 @@ pub trait Storage: Send + Sync {
         id: &ObjectId,
     ) -> Result<Option<Object>, StorageError>;
 
-    /// Moves every object of the quarantine into the conversation and moves the head, as one
-    /// atomic [`Storage::write`] (same head rules); the area is gone afterwards. Callers
-    /// promote only what validation accepted (`swarm_api::repo::Repo::promote`).
-    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError>;
+    /// Moves the objects of the quarantine that `promotion` names into the conversation and
+    /// moves the head to `promotion.update()`, as one atomic [`Storage::write`] (same head
+    /// rules); the area, with whatever else it held, is gone afterwards (on success).
+    fn quarantine_promote(
+        &self,
+        q: QuarantineId,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError>;
 
     /// Deletes a quarantine area and everything in it.
     fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError>;
@@ -320,16 +399,22 @@ impl Storage for MemoryStorage {
         Ok(area.get(id).cloned())
     }
 
-    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
-        let objects = self
+    fn quarantine_promote(
+        &self,
+        q: QuarantineId,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError> {
+        let objects: Vec<Object> = self
             .quarantines
             .lock()
             .map_err(|_| poisoned())?
             .get(&q.id)
-            .cloned()
-            .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?;
-        let objects: Vec<Object> = objects.into_values().collect();
-        self.write(&q.conv, &objects, update)?;
+            .ok_or_else(|| StorageError::backend("memory", "no such quarantine"))?
+            .iter()
+            .filter(|(id, _)| promotion.contains(id))
+            .map(|(_, o)| o.clone())
+            .collect();
+        self.write(&q.conv, &objects, promotion.update())?;
         self.quarantines
             .lock()
             .map_err(|_| poisoned())?

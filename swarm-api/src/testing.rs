@@ -45,7 +45,7 @@ use crate::commit::Commit;
 use crate::id::{CommitId, ConversationId};
 use crate::identity::{Account, Crl, Device};
 use crate::object::{Kind, Object, ObjectError, ObjectSource};
-use crate::storage::{HeadUpdate, MemoryStorage, QuarantineId, Storage, StorageError};
+use crate::storage::{HeadUpdate, MemoryStorage, Promotion, QuarantineId, Storage, StorageError};
 
 /// The time (Unix seconds) at which the suite's identities are made and its commits signed.
 pub const T: i64 = 1_800_000_000;
@@ -138,8 +138,12 @@ impl<S: Storage + ?Sized> Storage for Shared<S> {
     ) -> Result<Option<Object>, StorageError> {
         self.0.quarantine_object(q, id)
     }
-    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
-        self.0.quarantine_promote(q, update)
+    fn quarantine_promote(
+        &self,
+        q: QuarantineId,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError> {
+        self.0.quarantine_promote(q, promotion)
     }
     fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
         self.0.quarantine_drop(q)
@@ -280,6 +284,7 @@ macro_rules! storage_conformance {
             quarantine_promote_onto_existing_conversation,
             quarantine_promote_as_new_conversation,
             quarantine_promote_with_a_stale_head_changes_nothing,
+            quarantine_promote_stores_only_what_validation_reached,
             quarantine_drop,
             concurrent_readers_during_writes,
             reopen_after_close,
@@ -293,6 +298,34 @@ macro_rules! storage_conformance {
             }
         )*
     };
+}
+
+/// Validates the branch of quarantine `q` ending at `update.new` (over the stored
+/// conversation) and promotes what it reaches, as a sync does; panics if it is refused.
+pub fn promote_validated(
+    storage: &dyn Storage,
+    q: QuarantineId,
+    update: HeadUpdate,
+) -> Result<(), StorageError> {
+    let promotion = validated_promotion(storage, &q, update);
+    storage.quarantine_promote(q, &promotion)
+}
+
+/// The [`Promotion`] of quarantine `q` to `update` after validating its branch.
+pub fn validated_promotion(
+    storage: &dyn Storage,
+    q: &QuarantineId,
+    update: HeadUpdate,
+) -> Promotion {
+    let view = crate::sync::QuarantineView::new(storage, q);
+    let head = update.expected;
+    let stored = |id: &CommitId| {
+        head.is_some() && matches!(storage.object(&q.conv, &id.object_id()), Ok(Some(_)))
+    };
+    let validated = crate::validate::Engine::default()
+        .validate_branch(q.conv, &view, &stored, &[update.new])
+        .expect("the quarantined branch validates");
+    Promotion::of(&[&validated], storage, q, update).expect("a promotion")
 }
 
 /// The checks of the conformance suite, one function each (see the module documentation).
@@ -350,6 +383,10 @@ pub mod checks {
             (
                 "quarantine_promote_with_a_stale_head_changes_nothing",
                 quarantine_promote_with_a_stale_head_changes_nothing::<F>,
+            ),
+            (
+                "quarantine_promote_stores_only_what_validation_reached",
+                quarantine_promote_stores_only_what_validation_reached::<F>,
             ),
             ("quarantine_drop", quarantine_drop::<F>),
             (
@@ -931,15 +968,15 @@ pub mod checks {
         );
         assert_eq!(storage.head(&conv).expect("head"), Some(head));
         let area = QuarantineId { conv, id: q.id };
-        storage
-            .quarantine_promote(
-                q,
-                HeadUpdate {
-                    expected: Some(head),
-                    new: d1.id,
-                },
-            )
-            .expect("promote");
+        promote_validated(
+            &storage,
+            q,
+            HeadUpdate {
+                expected: Some(head),
+                new: d1.id,
+            },
+        )
+        .expect("promote");
         assert_eq!(storage.head(&conv).expect("head"), Some(d1.id));
         for o in &d1.objects {
             assert_eq!(
@@ -990,15 +1027,15 @@ pub mod checks {
         assert!(not_readable(
             storage.object(&conv, &conv.initial_commit().object_id())
         ));
-        storage
-            .quarantine_promote(
-                q,
-                HeadUpdate {
-                    expected: None,
-                    new: head,
-                },
-            )
-            .expect("promote");
+        promote_validated(
+            &storage,
+            q,
+            HeadUpdate {
+                expected: None,
+                new: head,
+            },
+        )
+        .expect("promote");
         assert_eq!(storage.conversations().expect("list"), vec![conv]);
         assert_eq!(storage.head(&conv).expect("head"), Some(head));
         let repo = Repo::open(&storage, conv).expect("open");
@@ -1007,7 +1044,8 @@ pub mod checks {
         // A second clone of the same conversation is refused.
         let q = storage.quarantine_open(&conv).expect("open quarantine");
         storage.quarantine_put(&q, &objects).expect("put");
-        match storage.quarantine_promote(
+        match promote_validated(
+            &storage,
             q,
             HeadUpdate {
                 expected: None,
@@ -1042,7 +1080,8 @@ pub mod checks {
         storage.quarantine_put(&q, &received.objects).expect("put");
         // Meanwhile the local device commits.
         let local = append(&repo, &alice, "local", 2);
-        match storage.quarantine_promote(
+        match promote_validated(
+            &storage,
             q,
             HeadUpdate {
                 expected: Some(base),
@@ -1056,6 +1095,81 @@ pub mod checks {
         assert_eq!(commit_obj(&storage, &conv, &received.id), None);
         storage.quarantine_drop(area).expect("drop");
         assert_eq!(texts(&repo), vec!["local".to_owned()]);
+    }
+
+    /// A quarantine holding, beside a valid commit, objects that no validated commit reaches
+    /// (a peer's junk: a blob, a tree, a commit on no branch) promotes the commit and drops
+    /// the junk: it is never readable from the conversation.
+    pub fn quarantine_promote_stores_only_what_validation_reached<F: StorageFactory>(f: &F) {
+        let place = f.place();
+        let storage = open(f, &place);
+        let alice = Person::new("Alice");
+        let conv = create(&storage, &alice.signer());
+        let repo = Repo::open(&storage, conv).expect("open");
+        let head = repo.head().expect("head");
+        let good = repo
+            .draft(
+                &alice.signer(),
+                &[head],
+                &Body::text("good").to_message(),
+                &[],
+                true,
+                T + 1,
+            )
+            .expect("draft");
+        let stray = repo
+            .draft(
+                &alice.signer(),
+                &[head],
+                &Body::text("on no branch").to_message(),
+                &[],
+                true,
+                T + 2,
+            )
+            .expect("draft");
+        let blob = Object::blob(b"junk".to_vec());
+        let (tree, _) =
+            crate::object::build_tree(&[("junk/x".to_owned(), blob.id())].into_iter().collect());
+        let tree =
+            crate::object::build_tree(&[("junk/x".to_owned(), blob.id())].into_iter().collect())
+                .1
+                .into_iter()
+                .find(|o| o.id() == tree)
+                .expect("root tree");
+        let junk = vec![
+            blob,
+            tree,
+            stray.objects.last().cloned().expect("stray commit"),
+        ];
+        let q = storage.quarantine_open(&conv).expect("open quarantine");
+        storage.quarantine_put(&q, &good.objects).expect("put");
+        storage.quarantine_put(&q, &junk).expect("put");
+        promote_validated(
+            &storage,
+            q,
+            HeadUpdate {
+                expected: Some(head),
+                new: good.id,
+            },
+        )
+        .expect("promote");
+        assert_eq!(storage.head(&conv).expect("head"), Some(good.id));
+        for o in &good.objects {
+            assert_eq!(
+                storage.object(&conv, &o.id()).expect("read"),
+                Some(o.clone())
+            );
+        }
+        for o in &junk {
+            assert_eq!(
+                storage.object(&conv, &o.id()).expect("read"),
+                None,
+                "unreachable {} {} was stored",
+                o.kind,
+                o.id()
+            );
+        }
+        repo.verify().expect("verify");
     }
 
     /// A dropped quarantine leaves no trace: its objects are never visible, the head does not
@@ -1128,15 +1242,15 @@ pub mod checks {
                     .expect("commit in draft")
             )
         );
-        storage
-            .quarantine_promote(
-                keep,
-                HeadUpdate {
-                    expected: Some(head),
-                    new: rejected.id,
-                },
-            )
-            .expect("promote the kept area");
+        promote_validated(
+            &storage,
+            keep,
+            HeadUpdate {
+                expected: Some(head),
+                new: rejected.id,
+            },
+        )
+        .expect("promote the kept area");
         assert_eq!(storage.head(&conv).expect("head"), Some(rejected.id));
     }
 

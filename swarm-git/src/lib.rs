@@ -32,7 +32,7 @@ use gix::objs::{Exists as _, Write as _};
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::Target;
 use swarm_api::object::Object;
-use swarm_api::storage::{HeadUpdate, QuarantineId, Storage, StorageError};
+use swarm_api::storage::{HeadUpdate, Promotion, QuarantineId, Storage, StorageError};
 use swarm_api::{CommitId, ConversationId};
 
 /// The branch holding a conversation's head.
@@ -478,7 +478,11 @@ impl Storage for GitStorage {
         Ok(held.get(id).cloned())
     }
 
-    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
+    fn quarantine_promote(
+        &self,
+        q: QuarantineId,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError> {
         let held = self
             .quarantines
             .lock()
@@ -487,8 +491,12 @@ impl Storage for GitStorage {
             .ok_or_else(|| err("no such quarantine"))?;
         // A new conversation is created whole (one rename), an existing one gets the objects
         // then its head moved: the same atomic, durable paths as every write.
-        let objects: Vec<Object> = held.into_values().collect();
-        self.write(&q.conv, &objects, update)
+        let objects: Vec<Object> = held
+            .into_iter()
+            .filter(|(id, _)| promotion.contains(id))
+            .map(|(_, o)| o)
+            .collect();
+        self.write(&q.conv, &objects, promotion.update())
     }
 
     fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {

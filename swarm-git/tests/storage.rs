@@ -416,15 +416,15 @@ fn large_writes_are_one_pack_that_stock_git_accepts() {
         vec![],
         "nothing visible before promotion"
     );
-    other
-        .quarantine_promote(
-            q,
-            HeadUpdate {
-                expected: None,
-                new,
-            },
-        )
-        .unwrap();
+    swarm_api::testing::promote_validated(
+        &other,
+        q,
+        HeadUpdate {
+            expected: None,
+            new,
+        },
+    )
+    .unwrap();
     let cloned = other.location(&conv).unwrap();
     assert_eq!(pack_count(&cloned), 1);
     git(&cloned, &["fsck", "--strict", "--no-dangling"]);

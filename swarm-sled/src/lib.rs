@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use gix_hash::ObjectId;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional as _};
 use swarm_api::object::{Kind, Object};
-use swarm_api::storage::{HeadUpdate, QuarantineId, Storage, StorageError};
+use swarm_api::storage::{HeadUpdate, Promotion, QuarantineId, Storage, StorageError};
 use swarm_api::{CommitId, ConversationId};
 
 const BACKEND: &str = "sled";
@@ -388,7 +388,12 @@ impl Storage for SledStorage {
         }
     }
 
-    fn quarantine_promote(&self, q: QuarantineId, update: HeadUpdate) -> Result<(), StorageError> {
+    fn quarantine_promote(
+        &self,
+        q: QuarantineId,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError> {
+        let update = promotion.update();
         self.area(&q)?;
         let prefix = q.id.to_be_bytes();
         let mut moved = Vec::new();
@@ -402,8 +407,11 @@ impl Storage for SledStorage {
                     expected: prefix.len() + 20,
                 })
             })?;
-            new_is_written |= oid == update.new.object_id();
-            let key = object_key(&q.conv, oid);
+            // Everything leaves the area; only what validation reached is stored.
+            let key = promotion
+                .contains(&oid.to_owned())
+                .then(|| object_key(&q.conv, oid));
+            new_is_written |= key.is_some() && oid == update.new.object_id();
             moved.push((k, key, v));
         }
         let count = moved.len();
@@ -412,8 +420,10 @@ impl Storage for SledStorage {
                 |(heads, objs, quarantine, areas)| {
                     Self::check_head(heads, objs, &q.conv, update, new_is_written)?;
                     for (qkey, key, value) in &moved {
-                        if objs.get(key.as_slice())?.is_none() {
-                            objs.insert(key.as_slice(), value.clone())?;
+                        if let Some(key) = key {
+                            if objs.get(key.as_slice())?.is_none() {
+                                objs.insert(key.as_slice(), value.clone())?;
+                            }
                         }
                         quarantine.remove(qkey.clone())?;
                     }

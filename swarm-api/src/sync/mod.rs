@@ -43,8 +43,10 @@ use crate::object::{
     build_tree, dir_entries, read_tree, Kind, Object, ObjectError, ObjectSource, TreeLimits,
 };
 use crate::repo::Signer;
-use crate::storage::{ConversationObjects, HeadUpdate, QuarantineId, Storage, StorageError};
-use crate::validate::{Engine, MemberRole, Rejection};
+use crate::storage::{
+    ConversationObjects, HeadUpdate, Promotion, QuarantineId, Storage, StorageError,
+};
+use crate::validate::{Engine, MemberRole, Rejection, Validated};
 
 /// Probe rounds before the server sends what it has (over-sending at most a small gap).
 pub const MAX_PROBE_ROUNDS: u32 = 4;
@@ -659,10 +661,23 @@ pub struct Integrated {
 }
 
 /// Quarantined objects over stored ones.
-struct QuarantineView<'a> {
+pub(crate) struct QuarantineView<'a> {
     storage: &'a dyn Storage,
     q: &'a QuarantineId,
     extra: &'a BTreeMap<ObjectId, Object>,
+}
+
+static NO_EXTRA: BTreeMap<ObjectId, Object> = BTreeMap::new();
+
+impl<'a> QuarantineView<'a> {
+    /// The objects of area `q` over those of its conversation.
+    pub(crate) fn new(storage: &'a dyn Storage, q: &'a QuarantineId) -> Self {
+        Self {
+            storage,
+            q,
+            extra: &NO_EXTRA,
+        }
+    }
 }
 
 impl ObjectSource for QuarantineView<'_> {
@@ -713,12 +728,31 @@ pub fn integrate(
     // is still there); a local commit is never blocked by a fetch.
     for _ in 0..8 {
         match integrate_inner(storage, engine, graph, &q, tip, merge, time) {
-            Ok((update, merge_objects, new_commits, merged, unmerged)) => {
+            Ok(Plan {
+                update,
+                merge_objects,
+                validated,
+                merged,
+                unmerged,
+            }) => {
                 if !merge_objects.is_empty() {
                     storage.quarantine_put(&q, &merge_objects)?;
                 }
                 let old_head = update.expected;
-                match storage.quarantine_promote(q.clone_id(), update) {
+                let promotion =
+                    match Promotion::of(&validated.iter().collect::<Vec<_>>(), storage, &q, update)
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = storage.quarantine_drop(q);
+                            return Err(e.into());
+                        }
+                    };
+                let new_commits = validated
+                    .first()
+                    .map(|v| v.commits().to_vec())
+                    .unwrap_or_default();
+                match storage.quarantine_promote(q.clone_id(), &promotion) {
                     Ok(()) => {
                         return Ok(Integrated {
                             new_commits,
@@ -756,13 +790,16 @@ fn author_device(src: &dyn ObjectSource, id: &CommitId) -> Option<DeviceId> {
         .map(|c| c.device)
 }
 
-type Plan = (
-    HeadUpdate,
-    Vec<Object>,
-    Vec<CommitId>,
-    Option<CommitId>,
-    bool,
-);
+/// What [`integrate_inner`] decided.
+struct Plan {
+    update: HeadUpdate,
+    /// The merge commit and its new trees, to add to the quarantine.
+    merge_objects: Vec<Object>,
+    /// The fetched branch, then the merge if one was made.
+    validated: Vec<Validated>,
+    merged: Option<CommitId>,
+    unmerged: bool,
+}
 
 /// Whether and how [`integrate`] may make a merge commit.
 #[derive(Clone, Copy)]
@@ -830,16 +867,20 @@ fn integrate_inner(
     };
     let validated = engine.validate_branch(conv, &view, &stored, &[tip])?;
     let new_commits = validated.commits().to_vec();
+    let plan = |update, unmerged| Plan {
+        update,
+        merge_objects: vec![],
+        validated: vec![validated.clone()],
+        merged: None,
+        unmerged,
+    };
     let Some(head) = head else {
         // A clone: the branch must start at the conversation's initial commit.
-        return Ok((
+        return Ok(plan(
             HeadUpdate {
                 expected: None,
                 new: tip,
             },
-            vec![],
-            new_commits,
-            None,
             false,
         ));
     };
@@ -848,24 +889,21 @@ fn integrate_inner(
         new: head,
     };
     if graph.is_ancestor(&view, &tip, &head)? {
-        return Ok((keep, vec![], new_commits, None, false));
+        return Ok(plan(keep, false));
     }
     let tip_covers = graph.covers(&view, &tip, &head)?;
     let head_covers = graph.covers(&view, &head, &tip)?;
     if tip_covers && (!head_covers || tip < head) {
-        return Ok((
+        return Ok(plan(
             HeadUpdate {
                 expected: Some(head),
                 new: tip,
             },
-            vec![],
-            new_commits,
-            None,
             false,
         ));
     }
     if head_covers {
-        return Ok((keep, vec![], new_commits, None, false));
+        return Ok(plan(keep, false));
     }
     let signer = match policy {
         MergePolicy::Always(s) => s,
@@ -879,9 +917,7 @@ fn integrate_inner(
         {
             signer
         }
-        MergePolicy::Never | MergePolicy::Designated { .. } => {
-            return Ok((keep, vec![], new_commits, None, true))
-        }
+        MergePolicy::Never | MergePolicy::Designated { .. } => return Ok(plan(keep, true)),
     };
     // A merge commit with the deterministic tree.
     let limits = TreeLimits::default();
@@ -918,22 +954,22 @@ fn integrate_inner(
     };
     let known = |id: &CommitId| *id != merge_id && (stored(id) || new_commits.contains(id));
     match engine.validate_branch(conv, &view2, &known, &[merge_id]) {
-        Ok(_) => {
+        Ok(merge) => {
             graph.record(merge_id, vec![head, tip]);
-            Ok((
-                HeadUpdate {
+            Ok(Plan {
+                update: HeadUpdate {
                     expected: Some(head),
                     new: merge_id,
                 },
-                objects,
-                new_commits,
-                Some(merge_id),
-                false,
-            ))
+                merge_objects: objects,
+                validated: vec![validated, merge],
+                merged: Some(merge_id),
+                unmerged: false,
+            })
         }
         Err(r) => {
             tracing::info!(target: "swarm_api::sync", %conv, reason = %r, "cannot sign a merge here; keeping our head");
-            Ok((keep, vec![], new_commits, None, true))
+            Ok(plan(keep, true))
         }
     }
 }

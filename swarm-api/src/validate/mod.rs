@@ -362,6 +362,43 @@ impl Validated {
     pub fn state(&self, tip: &CommitId) -> Option<&Arc<State>> {
         self.head_state.get(tip)
     }
+
+    /// The ids of the objects the validated commits add, given `new`, the objects that arrived
+    /// with them (a quarantine, a received bundle): each commit, and every tree and blob under
+    /// its tree that `new` holds, down to the trees `new` lacks (stored before, with all
+    /// below them). Blobs are listed without being read (some may be stored already). What a
+    /// peer sent beyond these reaches nothing validated: it is never stored.
+    pub fn reachable(&self, new: &dyn ObjectSource) -> Result<HashSet<ObjectId>, ObjectError> {
+        let mut ids = HashSet::new();
+        let mut trees: Vec<ObjectId> = Vec::new();
+        for c in &self.commits {
+            let Some(obj) = new.object(&c.object_id())? else {
+                continue;
+            };
+            ids.insert(c.object_id());
+            let tree = gix_object::CommitRefIter::from_bytes(&obj.data, gix_hash::Kind::Sha1)
+                .tree_id()
+                .map_err(|e| ObjectError::Malformed {
+                    id: c.object_id(),
+                    reason: e.to_string(),
+                })?;
+            trees.push(tree);
+        }
+        while let Some(tree) = trees.pop() {
+            if ids.contains(&tree) || new.object(&tree)?.is_none() {
+                continue;
+            }
+            ids.insert(tree);
+            for (is_tree, id) in crate::object::dir_entries(new, &tree)?.into_values() {
+                if is_tree {
+                    trees.push(id);
+                } else {
+                    ids.insert(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
 }
 
 /// Which rule set an [`Engine`] applies.

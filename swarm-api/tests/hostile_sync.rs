@@ -1,0 +1,137 @@
+//! A hostile peer answering a fetch over a real byte stream (a tokio duplex): whatever it
+//! sends beyond what validated commits reach is never stored (#15 item 4).
+
+mod common;
+
+use common::*;
+use swarm_api::body::{Body, Mode};
+use swarm_api::graph::Graph;
+use swarm_api::object::Object;
+use swarm_api::storage::Storage;
+use swarm_api::sync::{self, BundleLimits, Decoder, Frame, MergePolicy};
+use swarm_api::validate::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Serves one fetch on `stream` by answering the client's hello with a bundle of `objects`
+/// whose tip is `tip`, whatever the client asked.
+async fn answer(
+    mut stream: tokio::io::DuplexStream,
+    tip: swarm_api::CommitId,
+    objects: Vec<Object>,
+) {
+    let mut dec = Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(Some(Frame::Hello { .. })) = dec.next_frame() {
+            break;
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the client closed before its hello");
+        dec.push(&buf[..n]);
+    }
+    let mut out = Frame::BundleStart {
+        head: tip,
+        objects: objects.len() as u32,
+        bytes: objects.iter().map(|o| o.data.len() as u64).sum(),
+    }
+    .encode();
+    for o in objects {
+        out.extend(Frame::Object(o).encode());
+    }
+    out.extend(Frame::BundleEnd.encode());
+    stream.write_all(&out).await.unwrap();
+    // Keep the stream open until the client is done reading.
+    let _ = stream.read(&mut buf).await;
+}
+
+/// Junk a peer may add: a blob, a tree, and a validly signed commit on no branch.
+fn junk(w: &W, who: &P) -> Vec<Object> {
+    let stray = w.draft(who, &Body::text("on no branch").to_message(), &[], false);
+    let blob = Object::blob(vec![7u8; 10_000]);
+    let (_, trees) =
+        swarm_api::object::build_tree(&[("junk/x".to_owned(), blob.id())].into_iter().collect());
+    let mut junk = vec![blob];
+    junk.extend(trees);
+    junk.extend(
+        stray
+            .objects
+            .into_iter()
+            .filter(|o| o.id() == stray.id.object_id()),
+    );
+    junk
+}
+
+async fn fetch_from_hostile(
+    w: &W,
+    me: &P,
+    tip: swarm_api::CommitId,
+    objects: Vec<Object>,
+) -> Option<sync::Integrated> {
+    let (mut ours, theirs) = tokio::io::duplex(1 << 20);
+    let server = tokio::spawn(answer(theirs, tip, objects));
+    let graph = std::sync::Mutex::new(Graph::new());
+    let (integrated, _) = sync::fetch(
+        &mut ours,
+        w.conv,
+        &w.st,
+        &Engine::default(),
+        &graph,
+        MergePolicy::Always(&me.s()),
+        T,
+        BundleLimits::default(),
+    )
+    .await
+    .expect("the fetch succeeds");
+    drop(ours);
+    server.await.unwrap();
+    integrated
+}
+
+fn assert_not_stored(w: &W, objects: &[Object]) {
+    for o in objects {
+        assert_eq!(
+            w.st.object(&w.conv, &o.id()).unwrap(),
+            None,
+            "junk {} {} was stored",
+            o.kind,
+            o.id()
+        );
+    }
+}
+
+/// A peer answering with our own head plus junk moves nothing and stores none of it.
+#[tokio::test]
+async fn our_own_head_plus_junk_stores_nothing() {
+    let (a, b) = (P::new("Alice"), P::new("Bob"));
+    let w = W::new(&a, Mode::InvitesOnly);
+    w.invite_and_join(&a, &b);
+    let head = w.head();
+    let junk = junk(&w, &b);
+    let i = fetch_from_hostile(&w, &a, head, junk.clone())
+        .await
+        .unwrap();
+    assert!(i.new_commits.is_empty());
+    assert_eq!(w.head(), head);
+    assert_not_stored(&w, &junk);
+}
+
+/// A peer answering with a valid new commit plus junk: the commit is integrated, the junk is
+/// not stored.
+#[tokio::test]
+async fn a_valid_commit_plus_junk_stores_only_the_commit() {
+    let (a, b) = (P::new("Alice"), P::new("Bob"));
+    let w = W::new(&a, Mode::InvitesOnly);
+    w.invite_and_join(&a, &b);
+    let good = w.draft(&b, &Body::text("hi").to_message(), &[], false);
+    let junk = junk(&w, &b);
+    let mut sent = good.objects.clone();
+    sent.extend(junk.iter().cloned());
+    let i = fetch_from_hostile(&w, &a, good.id, sent).await.unwrap();
+    assert_eq!(i.new_commits, vec![good.id]);
+    assert_eq!(w.head(), good.id);
+    for o in &good.objects {
+        assert!(w.st.object(&w.conv, &o.id()).unwrap().is_some());
+    }
+    assert_not_stored(&w, &junk);
+    w.repo().verify().unwrap();
+}
