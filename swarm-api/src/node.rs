@@ -4,7 +4,9 @@
 //!   announced to every other device of the conversation as an
 //!   `application/im-gitmessage-id` signal `{deviceId, conversationId, commit}`.
 //! - An announcement makes the node fetch from the announcing peer (authenticated by the
-//!   transport, never taken from the payload), unless the commit is already *integrated*:
+//!   transport, never taken from the payload) if that peer's account is a member or invited in
+//!   our state of the conversation ([`Node::is_member`]; announcements of others are ignored),
+//!   unless the commit is already *integrated*:
 //!   reachable from this node's head. A commit that is merely stored (a branch kept beside the
 //!   head after a divergence) does not count, so the announcement of a branch we hold but have
 //!   not merged still brings the exchange that merges it.
@@ -21,7 +23,8 @@
 //! the blocking pool of a multi-thread runtime, not on the async workers; on a current-thread
 //! runtime (the simulation) they run inline, which keeps a seeded run deterministic. A peer whose
 //! branches fail (refused, timed out, broken) is retried with exponential backoff up to a cap,
-//! so a peer that keeps sending an invalid branch cannot cause a retry storm.
+//! so a peer that keeps sending an invalid branch cannot cause a retry storm; the backoff
+//! holds back the peer's whole account when it is known (device ids are free to mint).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -241,6 +244,18 @@ struct Backoff {
     delay: Duration,
 }
 
+/// Whom a backoff holds back: the account of a device when the node knows it (device ids are
+/// free to mint, an account's failures count once), else the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    Account(AccountUri),
+    Device(DeviceId),
+}
+
+/// Devices whose account the node remembers (for per-account backoff); past this the memory
+/// starts over, and backoffs that have expired are forgotten.
+const MAX_KNOWN_DEVICES: usize = 4096;
+
 struct Inner {
     me: LocalIdentity,
     storage: Arc<dyn Storage>,
@@ -248,7 +263,12 @@ struct Inner {
     engine: Arc<Engine>,
     config: NodeConfig,
     graphs: std::sync::Mutex<HashMap<ConversationId, Arc<std::sync::Mutex<Graph>>>>,
-    backoff: std::sync::Mutex<HashMap<DeviceId, Backoff>>,
+    backoff: std::sync::Mutex<HashMap<Source, Backoff>>,
+    /// The account of each device that announced to us as a member (authenticated by the
+    /// transport).
+    accounts: std::sync::Mutex<HashMap<DeviceId, AccountUri>>,
+    /// Announcements ignored because their sender is not a member (or invited).
+    ignored_announcements: std::sync::atomic::AtomicU64,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
     /// Our head when we last left a divergence with this peer to it (a second exchange from
@@ -317,6 +337,8 @@ impl Node {
                 config,
                 graphs: Default::default(),
                 backoff: Default::default(),
+                accounts: Default::default(),
+                ignored_announcements: Default::default(),
                 running: Default::default(),
                 queued: Default::default(),
                 deferred: Default::default(),
@@ -493,10 +515,84 @@ impl Node {
                     tracing::debug!(target: "swarm_api::node", peer = %from.device, "malformed announcement");
                     return;
                 };
+                // Only members (and invited accounts) make us fetch, in every mode: a
+                // stranger's announcement costs a state lookup, never a connection.
+                if !self.is_member(&a.conversation_id, &from) {
+                    self.inner
+                        .ignored_announcements
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(target: "swarm_api::node", peer = %from.device, account = %from.account, conv = %a.conversation_id, "announcement from a non-member ignored");
+                    return;
+                }
+                self.learn(from);
                 self.on_announce(a.conversation_id, from.device, a.commit)
                     .await;
             }
             Incoming::Signal { .. } => {}
+        }
+    }
+
+    /// Whether `peer` may make this node fetch `conv`: its account is an admin, member or
+    /// invited in our state of the conversation (its head), and neither it nor the device is
+    /// banned. False for a conversation not stored here.
+    pub fn is_member(&self, conv: &ConversationId, peer: &Peer) -> bool {
+        let Ok(Some(head)) = self.inner.storage.head(conv) else {
+            return false;
+        };
+        let src = ConversationObjects {
+            storage: &*self.inner.storage,
+            conv: *conv,
+        };
+        match self.inner.engine.state_at(*conv, &src, &head) {
+            Ok(st) => {
+                !st.is_banned_device(&peer.device)
+                    && matches!(
+                        st.role(&peer.account),
+                        Some(
+                            crate::validate::MemberRole::Admin
+                                | crate::validate::MemberRole::Member
+                                | crate::validate::MemberRole::Invited
+                        )
+                    )
+            }
+            Err(e) => {
+                tracing::warn!(target: "swarm_api::node", %conv, error = %e, "cannot read the membership");
+                false
+            }
+        }
+    }
+
+    /// How many announcements were ignored because their sender is not a member.
+    pub fn ignored_announcements(&self) -> u64 {
+        self.inner
+            .ignored_announcements
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Remembers the account of a device (bounded by [`MAX_KNOWN_DEVICES`]).
+    fn learn(&self, peer: Peer) {
+        let mut m = self
+            .inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_KNOWN_DEVICES && !m.contains_key(&peer.device) {
+            m.clear();
+        }
+        m.insert(peer.device, peer.account);
+    }
+
+    /// Whom a backoff for `device` holds back.
+    fn source(&self, device: DeviceId) -> Source {
+        match self
+            .inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&device)
+        {
+            Some(a) => Source::Account(*a),
+            None => Source::Device(device),
         }
     }
 
@@ -583,8 +679,9 @@ impl Node {
     ) -> Result<Option<Integrated>, NodeError> {
         let now = Instant::now();
         {
+            let source = self.source(peer);
             let b = self.inner.backoff.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = b.get(&peer) {
+            if let Some(b) = b.get(&source) {
                 if now < b.until {
                     return Err(NodeError::BackedOff(peer));
                 }
@@ -836,13 +933,18 @@ impl Node {
     }
 
     fn back_off(&self, peer: DeviceId) {
+        let source = self.source(peer);
+        let now = Instant::now();
         let mut map = self.inner.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        let delay = match map.get(&peer) {
+        if map.len() >= MAX_KNOWN_DEVICES {
+            map.retain(|_, b| b.until > now);
+        }
+        let delay = match map.get(&source) {
             Some(b) => (b.delay * 2).min(self.inner.config.backoff_max),
             None => self.inner.config.backoff_initial,
         };
         map.insert(
-            peer,
+            source,
             Backoff {
                 until: Instant::now() + delay,
                 delay,
@@ -851,20 +953,22 @@ impl Node {
     }
 
     fn reset_backoff(&self, peer: DeviceId) {
+        let source = self.source(peer);
         self.inner
             .backoff
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
+            .remove(&source);
     }
 
-    /// The current backoff delay of a peer, if it is backed off.
+    /// The current backoff delay of a peer (of its account, if known), if it is backed off.
     pub fn backoff_of(&self, peer: &DeviceId) -> Option<Duration> {
+        let source = self.source(*peer);
         self.inner
             .backoff
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(peer)
+            .get(&source)
             .map(|b| b.delay)
     }
 

@@ -1146,3 +1146,107 @@ async fn an_announcement_flood_during_a_fetch_is_bounded() {
     let id = alice.node.send(conv, "still here").await.unwrap();
     assert_eq!(alice.head(conv), Some(id));
 }
+
+/// An ANNOUNCE signal for `conv` naming `commit`, from `device`.
+fn announcement(device: DeviceId, conv: ConversationId, commit: &str) -> swarm_api::traits::Signal {
+    swarm_api::traits::Signal {
+        kind: swarm_api::node::ANNOUNCE.into(),
+        payload: format!(
+            r#"{{"deviceId":"{device}","conversationId":"{conv}","commit":"{commit}"}}"#
+        )
+        .into_bytes(),
+    }
+}
+
+/// #15 item 3: a stranger (an account that is neither member nor invited) announcing new
+/// commits makes no node fetch — not even open a connection — in an invites-only and in a
+/// public conversation; a member's announcement still does.
+#[tokio::test(start_paused = true)]
+async fn announcements_from_non_members_cause_no_fetch() {
+    use swarm_api::traits::{Destination, Transport};
+    for (seed, mode) in [(15, Mode::InvitesOnly), (16, Mode::Public)] {
+        let net = SimNetwork::new(seed);
+        let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], mode)).await;
+        let (alice, bob) = (&peers[0], &peers[1]);
+        let now = OffsetDateTime::now_utc();
+        let mallory = Account::generate("Mallory", now, &mut OsRng).unwrap();
+        let devices: Vec<DeviceId> = (0..20)
+            .map(|_| mallory.new_device(now, &mut OsRng).unwrap().id())
+            .collect();
+        let before = alice.node.fetch_attempts();
+        for (i, d) in devices.iter().enumerate() {
+            let t = net.join(swarm_api::sync::Peer {
+                device: *d,
+                account: mallory.uri(),
+            });
+            t.send_signal(
+                Destination::Device(alice.dev()),
+                announcement(*d, conv, &format!("{:040x}", i + 1)),
+            )
+            .await
+            .unwrap();
+        }
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(50)).await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            alice.node.fetch_attempts(),
+            before,
+            "{mode:?}: a stranger made us fetch"
+        );
+        assert_eq!(alice.node.ignored_announcements(), 20, "{mode:?}");
+        let hi = bob.node.send(conv, "member").await.unwrap();
+        wait_for(Duration::from_secs(10), || alice.head(conv) == Some(hi)).await;
+    }
+}
+
+/// #15 item 3: a member's account minting devices (ids are free) that fail is backed off as
+/// one: 10 silent devices of Bob's account announcing cost one fetch, not ten; once the
+/// backoff passed, Bob's real device is fetched from again.
+#[tokio::test(start_paused = true)]
+async fn failing_devices_of_one_account_are_backed_off_as_one() {
+    use swarm_api::traits::{Destination, Transport};
+    let net = SimNetwork::new(17);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], Mode::InvitesOnly)).await;
+    let (alice, bob) = (&peers[0], &peers[1]);
+    let before = alice.node.fetch_attempts();
+    for i in 0..10u8 {
+        let d = DeviceId::from_bytes([i + 1; 32]);
+        // Joined but never answering: a fetch from it times out.
+        let t = net.join(swarm_api::sync::Peer {
+            device: d,
+            account: bob.account.uri(),
+        });
+        net.set_silent(d, true);
+        t.send_signal(
+            Destination::Device(alice.dev()),
+            announcement(d, conv, &format!("{:040x}", u32::from(i) + 1)),
+        )
+        .await
+        .unwrap();
+        tokio::task::yield_now().await;
+    }
+    // Past the first fetch's timeout (10 s) and the queued announcements' turns.
+    for _ in 0..240 {
+        tokio::time::advance(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        alice.node.fetch_attempts() - before,
+        1,
+        "one fetch for the whole account"
+    );
+    assert!(
+        alice.node.backoff_of(&bob.dev()).is_some(),
+        "Bob's account is backed off"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let hi = bob.node.send(conv, "honest").await.unwrap();
+    wait_for(Duration::from_secs(10), || alice.head(conv) == Some(hi)).await;
+    assert_eq!(
+        alice.node.backoff_of(&bob.dev()),
+        None,
+        "reset by the good fetch"
+    );
+}
