@@ -360,10 +360,7 @@ impl Commit {
             .signature
             .as_deref()
             .ok_or(SignatureError::Unsigned(id))?;
-        let sig = SshSig::from_pem(format!("{pem}\n")).map_err(|e| SignatureError::Malformed {
-            id,
-            reason: e.to_string(),
-        })?;
+        let sig = parse_sshsig(pem).map_err(|reason| SignatureError::Malformed { id, reason })?;
         let public = ssh_key::PublicKey::from(ssh_key::public::Ed25519PublicKey::from(key));
         public
             .verify(NAMESPACE, &self.signed_payload, &sig)
@@ -390,6 +387,28 @@ pub fn allowed_signers_line(device: &DeviceId, key: &ed25519_dalek::VerifyingKey
 /// The message of a merge commit: `Merge commit '<id>'`.
 pub fn merge_message(merged: &CommitId) -> String {
     format!("Merge commit '{merged}'")
+}
+
+/// The sshsig of a `gpgsig` header (without its final newline), in its one encoding: what
+/// [`sign_commit`] writes (`SshSig::to_pem` with LF line ends). The parser alone accepts other
+/// encodings of the same signature (version 0, oversized length prefixes, CRLF armour), each
+/// of which would give anyone a byte-different twin of the commit (another id) that still
+/// verifies; re-encoding and comparing refuses them all.
+pub(crate) fn parse_sshsig(pem: &str) -> Result<SshSig, String> {
+    let text = format!("{pem}\n");
+    let sig = SshSig::from_pem(&text).map_err(|e| e.to_string())?;
+    if sig.version() != SshSig::VERSION {
+        return Err(format!(
+            "sshsig version {} (not {})",
+            sig.version(),
+            SshSig::VERSION
+        ));
+    }
+    match sig.to_pem(LineEnding::LF) {
+        Ok(canonical) if canonical == text => Ok(sig),
+        Ok(_) => Err("the signature is not in its canonical encoding".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -279,14 +279,7 @@ impl JamiCommit {
             .parse()
             .map_err(|_| JamiError::NotADevice(committer_email.clone()))?;
         let (start, end) = sig_range.ok_or(JamiError::NoSignature)?;
-        let compact: Vec<u8> = sig_text
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
-        let signature = base64::engine::general_purpose::STANDARD
-            .decode(&compact)
-            .map_err(|e| JamiError::SignatureNotBase64(e.to_string()))?;
+        let signature = decode_signature(&sig_text)?;
         let mut signed_payload = Vec::with_capacity(raw.len() - (end - start));
         signed_payload.extend_from_slice(&raw[..start]);
         signed_payload.extend_from_slice(&raw[end..]);
@@ -625,6 +618,26 @@ pub fn verify_device_chain(
     })
 }
 
+/// The bytes of a jamid `signature` header: standard base64 in its one encoding (jamid writes
+/// it on one line, padded, no whitespace). Anything else — whitespace, continuation lines,
+/// non-canonical padding bits — is refused: a second encoding of the same signature would
+/// give anyone a byte-different twin of the commit (another id) that still verifies.
+pub(crate) fn decode_signature(text: &[u8]) -> Result<Vec<u8>, JamiError> {
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| JamiError::SignatureNotBase64(e.to_string()))?;
+    if base64::engine::general_purpose::STANDARD
+        .encode(&sig)
+        .as_bytes()
+        != text
+    {
+        return Err(JamiError::SignatureNotBase64(
+            "not in its canonical encoding (one line, padded)".into(),
+        ));
+    }
+    Ok(sig)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,9 +661,16 @@ mod tests {
     fn payload_is_the_commit_without_the_signature_header() {
         let dev = "c7b3e704335fa3a7d6c4ed64cf2b1b8e11ca9d071c912e7c3a0cf1eeff2c5ac9";
         let raw = format!(
-            "tree 0123456789012345678901234567890123456789\nauthor a <{dev}> 1 +0000\ncommitter a <{dev}> 2 +0000\nsignature QUJD\n RA==\n\n{{\"x\":1}}"
+            "tree 0123456789012345678901234567890123456789\nauthor a <{dev}> 1 +0000\ncommitter a <{dev}> 2 +0000\nsignature QUJDRA==\n\n{{\"x\":1}}"
         );
         let c = JamiCommit::parse(raw.as_bytes()).expect("parses");
+        // The same signature on two lines (or with any whitespace) is a second encoding of
+        // it, hence another commit id for the same signed content: refused.
+        let folded = raw.replace("QUJDRA==", "QUJD\n RA==");
+        assert!(matches!(
+            JamiCommit::parse(folded.as_bytes()),
+            Err(JamiError::SignatureNotBase64(_))
+        ));
         assert_eq!(c.signature, b"ABCD");
         assert_eq!(c.time, 2);
         assert_eq!(

@@ -533,8 +533,9 @@ impl Node {
     }
 
     /// Whether `peer` may make this node fetch `conv`: its account is an admin, member or
-    /// invited in our state of the conversation (its head), and neither it nor the device is
-    /// banned. False for a conversation not stored here.
+    /// invited in our state of the conversation (its head), neither it nor the device is
+    /// banned, and the device is not revoked by its account there. False for a conversation
+    /// not stored here.
     pub fn is_member(&self, conv: &ConversationId, peer: &Peer) -> bool {
         let Ok(Some(head)) = self.inner.storage.head(conv) else {
             return false;
@@ -546,6 +547,11 @@ impl Node {
         match self.inner.engine.state_at(*conv, &src, &head) {
             Ok(st) => {
                 !st.is_banned_device(&peer.device)
+                    && !self
+                        .inner
+                        .engine
+                        .is_revoked(*conv, &src, &st, &peer.device)
+                        .unwrap_or(true)
                     && matches!(
                         st.role(&peer.account),
                         Some(

@@ -17,6 +17,11 @@ use crate::validate::{CommitLookup, MemberRole, State, Violation};
 /// A boxed future, for dyn-compatible async traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Looks up the CRLs an account published, for a transport that authenticates devices (called
+/// at every handshake or signature check, so it must be cheap). A node's is
+/// [`crate::host::KnownCrls::lookup`]: every CRL in its conversations.
+pub type CrlLookup = std::sync::Arc<dyn Fn(&AccountUri) -> Vec<crate::identity::Crl> + Send + Sync>;
+
 /// A reliable, ordered, bidirectional byte stream to one authenticated device.
 pub trait Channel: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Channel for T {}

@@ -535,7 +535,6 @@ proptest! {
 /// node's `sync_timeout` (60 s by default) stops it. An honest server needs at most
 /// `MAX_PROBE_ROUNDS` probes. Ignored until the client bounds the rounds it answers.
 #[test]
-#[ignore = "bug: sync::Client answers unbounded Probe rounds (swarm-api/src/sync/mod.rs, Client::handle, Frame::Probe arm)"]
 fn a_hostile_server_cannot_keep_the_client_probing_forever() {
     let mut c = Client::new(
         ConversationId(CommitId::from_bytes([9; 20])),

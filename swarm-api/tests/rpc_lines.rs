@@ -329,7 +329,6 @@ fn serve_answers_any_lines_in_order_and_keeps_the_connection() {
 /// is a request (discouraged, but it must be answered). `rpc::parse` reads `"id": null` as
 /// no id (serde's `Option<Value>` maps null to `None`), so such a request goes unanswered.
 #[test]
-#[ignore = "bug: rpc::parse treats \"id\": null as a notification (swarm-api/src/host/rpc.rs RawRequest::id)"]
 fn a_request_with_a_null_id_is_answered() {
     let call = rpc::parse(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).expect("a call");
     assert_eq!(call.id, Some(Value::Null));

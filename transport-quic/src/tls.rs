@@ -24,8 +24,7 @@ use crate::QuicError;
 /// The ALPN protocol id of the swarm protocol.
 pub const ALPN: &[u8] = b"swarm/1";
 
-/// Looks up the CRLs an account published (called at every handshake).
-pub type CrlLookup = Arc<dyn Fn(&AccountUri) -> Vec<Crl> + Send + Sync>;
+pub use swarm_api::traits::CrlLookup;
 
 /// The crypto provider: ring, TLS 1.3 cipher suites only.
 pub(crate) fn provider() -> Arc<CryptoProvider> {

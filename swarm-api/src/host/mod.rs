@@ -43,6 +43,7 @@
 //! ```
 
 mod books;
+mod crls;
 mod home;
 mod mux;
 pub mod rpc;
@@ -51,6 +52,7 @@ pub use books::{
     destination, Invitation, PeerBook, PeerEntry, Request, Requests, Source, INVITE, MAX_ANNOUNCED,
     MAX_LEARNED, MAX_PENDING, MAX_PENDING_PER_SENDER,
 };
+pub use crls::KnownCrls;
 pub use home::{Home, HomeError, Identity};
 
 use std::collections::{HashMap, HashSet};

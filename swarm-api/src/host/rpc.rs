@@ -130,8 +130,9 @@ pub struct Call {
 #[serde(deny_unknown_fields)]
 struct RawRequest {
     jsonrpc: String,
-    #[serde(default)]
-    id: Option<Value>,
+    /// Accepted here, read from the object itself (`null` is an id, absence is not).
+    #[serde(default, rename = "id")]
+    _id: Option<Value>,
     method: String,
     #[serde(default)]
     params: Value,
@@ -154,6 +155,9 @@ pub fn parse(line: &[u8]) -> Result<Call, (Value, RpcError)> {
             RpcError::new(codes::PARSE_ERROR, e.to_string()),
         )
     })?;
+    // A member `"id": null` is an id (answered); only a request without the member is a
+    // notification (JSON-RPC 2.0 §4.1). serde reads both as `None`: look at the object.
+    let has_id = value.get("id").is_some();
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     let raw: RawRequest = serde_json::from_value(value).map_err(|e| {
         (
@@ -174,7 +178,7 @@ pub fn parse(line: &[u8]) -> Result<Call, (Value, RpcError)> {
         ));
     }
     Ok(Call {
-        id: raw.id,
+        id: if has_id { Some(id) } else { None },
         method: raw.method,
         params: raw.params,
     })

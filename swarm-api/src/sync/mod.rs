@@ -261,6 +261,12 @@ impl Server {
         if state.is_banned_device(&self.peer.device) {
             return Err("this device is banned".into());
         }
+        if engine
+            .is_revoked(conv, &src, &state, &self.peer.device)
+            .unwrap_or(true)
+        {
+            return Err("this device is revoked by its account".into());
+        }
         match state.role(&self.peer.account) {
             Some(MemberRole::Admin | MemberRole::Member | MemberRole::Invited) => Ok(()),
             Some(MemberRole::Banned) => Err("this account is banned".into()),
@@ -565,6 +571,14 @@ impl Client {
             }
             (ClientPhase::AwaitAnswer, Frame::Probe(ids)) => {
                 self.round_trips += 1;
+                // An honest server probes at most MAX_PROBE_ROUNDS times; more would keep
+                // this side answering (a storage lookup per id) for as long as it likes.
+                if self.round_trips > MAX_PROBE_ROUNDS + 1 {
+                    self.phase = ClientPhase::Done;
+                    return Err(SyncError::Protocol(format!(
+                        "more than {MAX_PROBE_ROUNDS} probe rounds"
+                    )));
+                }
                 let bits = ids.iter().map(has).collect();
                 self.probe = ids;
                 Ok(vec![ClientStep::Send(Frame::Known(bits))])

@@ -17,8 +17,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-
 use super::Violation;
 use crate::commit::{Commit, Scheme, SignatureError};
 use crate::id::{AccountUri, DeviceId};
@@ -170,15 +168,10 @@ pub(crate) fn check_valid_at(
 
 /// Rule `signature` for a jamid commit: the `signature` header is the device key's RSA
 /// PKCS#1 v1.5 SHA-512 signature of the commit without that header.
-pub(crate) fn verify_jami_signature(c: &Commit, device: &JamiCertificate) -> Result<(), Violation> {
+pub fn verify_jami_signature(c: &Commit, device: &JamiCertificate) -> Result<(), Violation> {
     let text = c.signature.as_deref().ok_or(Violation::Unsigned)?;
-    let compact: String = text
-        .chars()
-        .filter(|ch| !ch.is_ascii_whitespace())
-        .collect();
-    let sig = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|e| Violation::BadSignature(format!("`signature` header is not base64: {e}")))?;
+    let sig = crate::jami::decode_signature(text.as_bytes())
+        .map_err(|e| Violation::BadSignature(format!("`signature` header: {e}")))?;
     device
         .verify_signature(&c.signed_payload, &sig)
         .map_err(|e| match e {

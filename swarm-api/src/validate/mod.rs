@@ -735,6 +735,31 @@ impl Engine {
         let mut ctx = rules::Ctx::new(self, conv, src);
         ctx.state_of(commit, &mut HashMap::new())
     }
+
+    /// Whether `device` is revoked by a CRL of its account in `state` (the state of `conv`
+    /// read from `src`). Only a device whose certificate the state holds (it committed there)
+    /// can be judged; others answer `false` (the transport checks them at the handshake).
+    pub fn is_revoked(
+        &self,
+        conv: ConversationId,
+        src: &dyn ObjectSource,
+        state: &State,
+        device: &DeviceId,
+    ) -> Result<bool, Violation> {
+        rules::Ctx::new(self, conv, src).revoked(state, device)
+    }
+
+    /// The CRLs `account` published in `state` (unreadable ones skipped: they were checked
+    /// when they were committed).
+    pub fn crls_of(
+        &self,
+        conv: ConversationId,
+        src: &dyn ObjectSource,
+        state: &State,
+        account: &AccountUri,
+    ) -> Vec<Arc<crate::identity::Crl>> {
+        rules::Ctx::new(self, conv, src).crls_of(state, account)
+    }
 }
 
 fn mode_of(

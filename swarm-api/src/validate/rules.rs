@@ -450,6 +450,41 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Whether `device`, known in `state` (its certificate is there), is revoked by a CRL of
+    /// its account in `state`. A device the state does not know is not judged here.
+    pub(super) fn revoked(&self, state: &State, device: &DeviceId) -> Result<bool, Violation> {
+        let Some(blob) = state.devices.get(device) else {
+            return Ok(false);
+        };
+        let DeviceKey::Native(cert) = self.device_cert(&layout::device_cert(device), blob)? else {
+            return Ok(false);
+        };
+        let Some(account) = cert.claimed_account() else {
+            return Ok(false);
+        };
+        let prefix = format!("CRLs/{account}/");
+        for (path, blob) in state.files.range(prefix.clone()..) {
+            if !path.starts_with(&prefix) {
+                break;
+            }
+            if self.crl(path, blob)?.revokes(&cert) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The CRLs of `account` in `state`.
+    pub(super) fn crls_of(&self, state: &State, account: &AccountUri) -> Vec<Arc<Crl>> {
+        let prefix = format!("CRLs/{account}/");
+        state
+            .files
+            .range(prefix.clone()..)
+            .take_while(|(path, _)| path.starts_with(&prefix))
+            .filter_map(|(path, blob)| self.crl(path, blob).ok())
+            .collect()
+    }
+
     /// The device rules of [`Ctx::authorize`] (everything but the signature itself).
     fn authorized_device(
         &self,
@@ -1319,10 +1354,7 @@ fn fast_signature_ok(c: &Commit, key: &ed25519_dalek::VerifyingKey) -> bool {
     let Some(pem) = c.signature.as_deref() else {
         return false;
     };
-    let mut text = String::with_capacity(pem.len() + 1);
-    text.push_str(pem);
-    text.push('\n');
-    let Ok(sig) = ssh_key::SshSig::from_pem(text) else {
+    let Ok(sig) = crate::commit::parse_sshsig(pem) else {
         return false;
     };
     let ssh_key::public::KeyData::Ed25519(pk) = sig.public_key() else {
