@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use swarm_api::body::Body;
-use swarm_api::host::{Home, Host, HostConfig};
+use swarm_api::host::{Home, Host, HostConfig, KnownCrls};
 use swarm_api::node::Event;
 use swarm_api::validate::Limits;
 use tokio::sync::broadcast::error::RecvError;
@@ -54,8 +54,22 @@ async fn main() -> Result<()> {
         args.home.join("conversations"),
     )?);
     let plugins = Arc::new(swarm_plugins::Host::new()?);
-    let engine = swarm_plugins::engine(plugins, Limits::default(), Vec::new())?;
-    let (quic, listen) = QuicTransport::bind(args.listen, &me, QuicConfig::default())
+    let engine = Arc::new(swarm_plugins::engine(
+        plugins,
+        Limits::default(),
+        Vec::new(),
+    )?);
+    // Devices revoked by their account (in any of our conversations) are refused by both
+    // transports.
+    let crls = Arc::new(
+        KnownCrls::new(storage.clone(), engine.clone()).with(me.account.uri(), me.crl.clone()),
+    )
+    .lookup();
+    let quic_config = QuicConfig {
+        crls: Some(crls.clone()),
+        ..QuicConfig::default()
+    };
+    let (quic, listen) = QuicTransport::bind(args.listen, &me, quic_config)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let dht = match args.dht_bootstrap.is_empty() {
         true => None,
@@ -63,6 +77,7 @@ async fn main() -> Result<()> {
             (&me).into(),
             DhtConfig {
                 bootstrap: args.dht_bootstrap,
+                crls: Some(crls),
                 ..DhtConfig::default()
             },
         )?)),
@@ -74,7 +89,7 @@ async fn main() -> Result<()> {
     };
     let mut builder = Host::builder(home, me)
         .storage(storage)
-        .engine(Arc::new(engine))
+        .engine(engine)
         .transport(Arc::new(quic))
         .config(config);
     if let Some(dht) = dht {

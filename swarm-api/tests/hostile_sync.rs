@@ -135,3 +135,57 @@ async fn a_valid_commit_plus_junk_stores_only_the_commit() {
     assert_not_stored(&w, &junk);
     w.repo().verify().unwrap();
 }
+
+/// #15 item 6: a device its account revoked in the conversation is not served, even though
+/// its account is a member (a transport without CRLs would let it connect).
+#[tokio::test]
+async fn a_device_revoked_in_the_conversation_is_not_served() {
+    use swarm_api::layout;
+    use swarm_api::repo::FileChange;
+    let (a, b) = (P::new("Alice"), P::new("Bob"));
+    let w = W::new(&a, Mode::InvitesOnly);
+    w.invite_and_join(&a, &b);
+    let phone = a.other_device();
+    w.text(&phone, "from my phone");
+    let serve_to = |dev: &P| {
+        let (mut ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let peer = sync::Peer {
+            device: dev.device.id(),
+            account: dev.uri(),
+        };
+        let graph = std::sync::Mutex::new(Graph::new());
+        let st = &w.st;
+        async move {
+            let hello = Frame::Hello {
+                version: sync::wire::VERSION,
+                conv: w.conv,
+                head: None,
+            };
+            ours.write_all(&hello.encode()).await.unwrap();
+            let _ = sync::serve(&mut theirs, peer, st, &Engine::default(), &graph).await;
+            drop(theirs);
+            let mut bytes = Vec::new();
+            ours.read_to_end(&mut bytes).await.unwrap();
+            let mut dec = Decoder::new();
+            dec.push(&bytes);
+            dec.next_frame().unwrap().unwrap()
+        }
+    };
+    assert!(matches!(serve_to(&phone).await, Frame::BundleStart { .. }));
+    let crl = a.account.crl(&[phone.device.cert()], 2, now()).unwrap();
+    w.ok(
+        &a,
+        (
+            Body::text("revoking my phone"),
+            vec![FileChange::Write(
+                layout::crl(&a.uri(), &crl.id()),
+                crl.pem().as_bytes().to_vec(),
+            )],
+        ),
+    );
+    match serve_to(&phone).await {
+        Frame::Refused(r) => assert!(r.contains("revoked"), "{r}"),
+        other => panic!("served a revoked device: {other:?}"),
+    }
+    assert!(matches!(serve_to(&a).await, Frame::BundleStart { .. }));
+}

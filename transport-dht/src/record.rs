@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 
 use ed25519_dalek::{Signature, Signer as _, Verifier as _};
 use serde::{Deserialize, Serialize};
-use swarm_api::identity::{verify_device, AccountCert, DeviceCert};
+use swarm_api::id::AccountUri;
+use swarm_api::identity::{verify_device, AccountCert, Crl, DeviceCert};
 use swarm_api::traits::{Destination, Peer};
 
 use crate::ffi::InfoHash;
@@ -116,8 +117,13 @@ pub fn sign(me: &Identity, addrs: &[SocketAddr], now: u64, lifetime: u64) -> Vec
     .unwrap_or_default()
 }
 
-/// Verifies a record at time `now` (Unix seconds).
-pub fn verify(bytes: &[u8], now: u64) -> Result<AddressRecord, RecordError> {
+/// Verifies a record at time `now` (Unix seconds): its device chain (not revoked by any CRL
+/// `crls` gives for its account) and its signature.
+pub fn verify(
+    bytes: &[u8],
+    now: u64,
+    crls: &dyn Fn(&AccountUri) -> Vec<Crl>,
+) -> Result<AddressRecord, RecordError> {
     let signed: Signed =
         serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
     let body = signed.body;
@@ -127,7 +133,12 @@ pub fn verify(bytes: &[u8], now: u64) -> Result<AddressRecord, RecordError> {
         .map_err(|e| RecordError::Malformed(e.to_string()))?;
     let at = time::OffsetDateTime::from_unix_timestamp(now as i64)
         .map_err(|e| RecordError::Malformed(e.to_string()))?;
-    verify_device(&account_cert, &device_cert, &[], Some(at))?;
+    verify_device(
+        &account_cert,
+        &device_cert,
+        &crls(&account_cert.uri()),
+        Some(at),
+    )?;
     let sig: [u8; 64] = hex::decode(&signed.sig)
         .ok()
         .and_then(|v| v.try_into().ok())

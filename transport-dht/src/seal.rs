@@ -15,7 +15,8 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
-use swarm_api::identity::{verify_device, AccountCert, DeviceCert};
+use swarm_api::id::AccountUri;
+use swarm_api::identity::{verify_device, AccountCert, Crl, DeviceCert};
 use swarm_api::traits::{Peer, Signal};
 use swarm_api::DeviceId;
 
@@ -184,8 +185,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Opens a sealed signal addressed to this device, checks the sender's chain (at `now`, Unix
-/// seconds) and signature.
-pub fn open(me: &Identity, sealed: &[u8], now: u64) -> Result<Opened, SealError> {
+/// seconds; not revoked by any CRL `crls` gives for its account) and signature.
+pub fn open(
+    me: &Identity,
+    sealed: &[u8],
+    now: u64,
+    crls: &dyn Fn(&AccountUri) -> Vec<Crl>,
+) -> Result<Opened, SealError> {
     let mine = me.device_cert.id();
     let to = recipient(sealed).ok_or(SealError::Malformed("header"))?;
     if to != mine {
@@ -232,7 +238,12 @@ pub fn open(me: &Identity, sealed: &[u8], now: u64) -> Result<Opened, SealError>
             .map_err(|_| SealError::Malformed("account certificate"))?;
     let at = time::OffsetDateTime::from_unix_timestamp(now as i64)
         .map_err(|_| SealError::Malformed("time"))?;
-    verify_device(&account_cert, &device_cert, &[], Some(at))?;
+    verify_device(
+        &account_cert,
+        &device_cert,
+        &crls(&account_cert.uri()),
+        Some(at),
+    )?;
     let mut signed = DOMAIN.to_vec();
     signed.extend(mine.as_bytes());
     signed.extend(body);

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use swarm_api::identity::{verify_device, AccountCert, DeviceCert};
+use swarm_api::id::AccountUri;
+use swarm_api::identity::{verify_device, AccountCert, Crl, DeviceCert};
+use swarm_api::traits::CrlLookup;
 use swarm_api::traits::{
     BoxFuture, Channel, Destination, Discovery, Incoming, Peer, Signal, Transport, TransportError,
 };
@@ -25,7 +27,7 @@ use crate::Identity;
 const LOG: &str = "transport_dht";
 
 /// How the DHT service runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DhtConfig {
     /// UDP port of the runner (0: any).
     pub port: u16,
@@ -45,6 +47,27 @@ pub struct DhtConfig {
     /// the DHT is not delivered again after a restart. `None`: in memory only (a restart
     /// forgets them, and every signal of the last `max_signal_age` is delivered again).
     pub state_dir: Option<PathBuf>,
+    /// The CRLs an account published, applied to every address record, sealed signal and
+    /// learned certificate: a device revoked by its account is neither resolved, nor heard,
+    /// nor sealed to. A node passes [`swarm_api::host::KnownCrls::lookup`] (every CRL of its
+    /// conversations); `None` applies none (only our own account's CRL, which
+    /// [`crate::Identity`] does not carry, is then unknown too).
+    pub crls: Option<CrlLookup>,
+}
+
+impl std::fmt::Debug for DhtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtConfig")
+            .field("port", &self.port)
+            .field("bootstrap", &self.bootstrap)
+            .field("record_lifetime", &self.record_lifetime)
+            .field("refresh", &self.refresh)
+            .field("max_signal_age", &self.max_signal_age)
+            .field("resolve_timeout", &self.resolve_timeout)
+            .field("state_dir", &self.state_dir)
+            .field("crls", &self.crls.is_some())
+            .finish()
+    }
 }
 
 impl Default for DhtConfig {
@@ -57,6 +80,7 @@ impl Default for DhtConfig {
             max_signal_age: Duration::from_secs(24 * 3600),
             resolve_timeout: Duration::from_secs(5),
             state_dir: None,
+            crls: None,
         }
     }
 }
@@ -237,7 +261,7 @@ impl Dht {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             while let Some(GetEvent::Value(bytes)) = found.recv().await {
-                match record::verify(&bytes, unix_now()) {
+                match record::verify(&bytes, unix_now(), &|a| shared.crls_of(a)) {
                     Ok(rec) if matches_destination(&rec.peer, of) => {
                         shared.learn(&rec.device_cert, &rec.account_cert);
                         if tx.send(rec).is_err() {
@@ -332,7 +356,9 @@ impl Dht {
             if expired || seal::recipient(&bytes) != Some(me) {
                 continue;
             }
-            let opened = match seal::open(&self.shared.me, &bytes, unix_now()) {
+            let opened = match seal::open(&self.shared.me, &bytes, unix_now(), &|a| {
+                self.shared.crls_of(a)
+            }) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::info!(target: LOG, ?to, error = %e, "signal refused");
@@ -441,8 +467,17 @@ fn matches_destination(peer: &Peer, of: Destination) -> bool {
 }
 
 impl Shared {
+    /// The CRLs of `account` the node knows ([`DhtConfig::crls`]).
+    fn crls_of(&self, account: &AccountUri) -> Vec<Crl> {
+        self.config
+            .crls
+            .as_ref()
+            .map(|f| f(account))
+            .unwrap_or_default()
+    }
+
     fn learn(&self, device: &DeviceCert, account: &AccountCert) {
-        if verify_device(account, device, &[], None).is_ok() {
+        if verify_device(account, device, &self.crls_of(&account.uri()), None).is_ok() {
             lock(&self.certs).insert(device.id(), (device.clone(), account.clone()));
         }
     }

@@ -87,7 +87,7 @@ async fn devices_are_resolved_and_invitations_reach_only_their_recipient() {
     );
     let eve = common::identity("Eve");
     assert!(
-        seal::open(&eve, &seen, unix_now()).is_err(),
+        seal::open(&eve, &seen, unix_now(), &|_| Vec::new()).is_err(),
         "eve cannot open it"
     );
 

@@ -481,3 +481,67 @@ async fn two_nodes_converge_over_quic_and_non_members_are_refused() {
     assert!(err.to_string().contains("not a member"), "{err}");
     assert_eq!(carol.head(conv), None, "nothing stored");
 }
+
+/// #15 item 6, end to end: a node's QUIC transport refuses a device that its account revoked
+/// in a conversation the node stores (`KnownCrls`, read at each handshake): before the CRL
+/// arrives the device connects; after, a new connection from it is refused while its
+/// account's other device still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_revoked_in_a_stored_conversation_is_refused_at_the_handshake() {
+    use swarm_api::body::Body;
+    use swarm_api::repo::FileChange;
+    let now = OffsetDateTime::now_utc();
+    let (a_acc, b_acc) = (account("Alice"), account("Bob"));
+    let (alice, phone, bob) = (
+        identity_of(&a_acc),
+        identity_of(&a_acc),
+        identity_of(&b_acc),
+    );
+    // Bob's storage holds a conversation of Alice's.
+    let storage = Arc::new(MemoryStorage::new());
+    let conv = create_conversation(
+        &*storage,
+        &alice.signer(),
+        Mode::InvitesOnly,
+        None,
+        now.unix_timestamp(),
+    )
+    .expect("create");
+    let engine = Arc::new(Engine::default());
+    let crls = Arc::new(swarm_api::host::KnownCrls::new(storage.clone(), engine)).lookup();
+    let cfg = QuicConfig {
+        crls: Some(crls),
+        ..config()
+    };
+    let (tb, b_addr) = QuicTransport::bind(localhost(), &bob, cfg).expect("bind");
+    let connect = |me: &LocalIdentity| {
+        let (t, _) = bind(me);
+        t.add_peer(Destination::Device(bob.device.id()), b_addr);
+        t
+    };
+    connect(&phone)
+        .open_channel(bob.device.id(), "sync/x")
+        .await
+        .expect("not revoked yet");
+
+    // Alice revokes her phone in the conversation.
+    let crl = a_acc.crl(&[phone.device.cert()], 2, now).expect("crl");
+    Repo::open(&*storage, conv)
+        .expect("open")
+        .append(
+            &alice.signer(),
+            &Body::text("revoking my phone"),
+            &[FileChange::Write(
+                swarm_api::layout::crl(&a_acc.uri(), &crl.id()),
+                crl.pem().as_bytes().to_vec(),
+            )],
+            now.unix_timestamp(),
+        )
+        .expect("the CRL commit");
+
+    assert_refused(&connect(&phone), &tb, &bob).await;
+    connect(&alice)
+        .open_channel(bob.device.id(), "sync/x")
+        .await
+        .expect("the account's other device connects");
+}

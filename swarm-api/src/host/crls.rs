@@ -14,12 +14,25 @@ use crate::validate::Engine;
 pub struct KnownCrls {
     storage: Arc<dyn Storage>,
     engine: Arc<Engine>,
+    /// CRLs known besides the conversations' (this device's own account's current one).
+    extra: Vec<(AccountUri, Crl)>,
 }
 
 impl KnownCrls {
     /// The CRLs of `storage`'s conversations (states are read through `engine`'s cache).
     pub fn new(storage: Arc<dyn Storage>, engine: Arc<Engine>) -> Self {
-        Self { storage, engine }
+        Self {
+            storage,
+            engine,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Also knows `crl`, issued by `account` (a node adds its own account's current CRL,
+    /// which may revoke a device before any conversation holds it).
+    pub fn with(mut self, account: AccountUri, crl: Crl) -> Self {
+        self.extra.push((account, crl));
+        self
     }
 
     /// Every CRL `account` published in a stored conversation (each once). Conversations that
@@ -32,7 +45,12 @@ impl KnownCrls {
                 return Vec::new();
             }
         };
-        let mut out: Vec<Crl> = Vec::new();
+        let mut out: Vec<Crl> = self
+            .extra
+            .iter()
+            .filter(|(a, _)| a == account)
+            .map(|(_, c)| c.clone())
+            .collect();
         for conv in convs {
             let Ok(Some(head)) = self.storage.head(&conv) else {
                 continue;

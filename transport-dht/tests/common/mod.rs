@@ -68,3 +68,17 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A fresh identity and a CRL of its account revoking its device.
+pub fn revoked_identity(name: &str) -> (Identity, swarm_api::identity::Crl) {
+    let now = OffsetDateTime::now_utc();
+    let account = Account::generate(name, now, &mut OsRng).expect("account");
+    let device = account.new_device(now, &mut OsRng).expect("device");
+    let crl = account.crl(&[device.cert()], 2, now).expect("crl");
+    let id = Identity {
+        account: account.cert().clone(),
+        device_cert: device.cert().clone(),
+        key: device.signing_key().clone(),
+    };
+    (id, crl)
+}

@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use swarm_api::node::LocalIdentity;
+use swarm_api::traits::CrlLookup;
 use transport_dht::{Dht, DhtConfig, Identity};
 
 /// `serve`'s DHT options.
@@ -30,6 +31,7 @@ pub fn start(
     listen: SocketAddr,
     options: DhtOptions,
     home: &Path,
+    crls: CrlLookup,
 ) -> Result<Dht> {
     let dht = Dht::start(
         Identity::from(me),
@@ -37,6 +39,7 @@ pub fn start(
             port: options.port,
             bootstrap: options.bootstrap,
             state_dir: Some(home.join("dht")),
+            crls: Some(crls),
             ..DhtConfig::default()
         },
     )

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
-use swarm_api::host::{Host, HostConfig};
+use swarm_api::host::{Host, HostConfig, KnownCrls};
 use swarm_api::storage::Storage;
 use transport_quic::{QuicConfig, QuicTransport};
 
@@ -52,8 +52,16 @@ async fn serve(app: &App, options: Options) -> Result<()> {
     let listener = control::bind(&app.home.dir)?;
     let storage: Arc<dyn Storage> = Arc::from(app.home.open_storage(backend)?);
     let me = id.into_local();
+    let engine = app.engine()?;
+    // Every CRL of our conversations (and our account's own) applies to every handshake,
+    // address record and sealed signal: a device revoked by its account is refused there.
+    let crls = Arc::new(
+        KnownCrls::new(storage.clone(), engine.clone()).with(me.account.uri(), me.crl.clone()),
+    )
+    .lookup();
     let config = QuicConfig {
         connect_timeout: options.connect_timeout,
+        crls: Some(crls.clone()),
         ..QuicConfig::default()
     };
     let (quic, listen) = QuicTransport::bind(options.listen, &me, config)
@@ -61,16 +69,16 @@ async fn serve(app: &App, options: Options) -> Result<()> {
     let dht = match options.dht {
         // Without bootstrap nodes the DHT is optional: a runner that cannot start (no UDP
         // socket for it) only costs discovery, so the server runs on.
-        Some(o) if o.bootstrap.is_empty() => crate::dht::start(&me, listen, o, &app.home.dir)
+        Some(o) if o.bootstrap.is_empty() => crate::dht::start(&me, listen, o, &app.home.dir, crls)
             .inspect_err(|e| tracing::warn!(target: LOG, error = %crate::one_line(e), "no DHT"))
             .ok(),
-        Some(o) => Some(crate::dht::start(&me, listen, o, &app.home.dir)?),
+        Some(o) => Some(crate::dht::start(&me, listen, o, &app.home.dir, crls)?),
         None => None,
     };
     let (uri, device) = (me.account.uri(), me.device.id());
     let mut builder = Host::builder(app.home.lib(), me)
         .storage(storage)
-        .engine(app.engine()?)
+        .engine(engine)
         .transport(Arc::new(quic))
         .config(HostConfig {
             connect_timeout: options.connect_timeout,
