@@ -246,9 +246,80 @@ impl PeerBook {
     }
 }
 
+/// `peers.json` as last read, read again only when the file changed (its length or
+/// modification time): the host consults the book on every tick (250 ms by default), and
+/// parsing up to [`MAX_LEARNED`] entries each time would cost for nothing.
+#[derive(Debug, Default)]
+pub(crate) struct BookCache {
+    /// `None`: never read; `Some(None)`: the file did not exist.
+    stamp: Option<Option<(std::time::SystemTime, u64)>>,
+    book: PeerBook,
+    reads: u64,
+}
+
+impl BookCache {
+    /// The book of `home`, read again if the file changed since the last call. A book that
+    /// cannot be read is logged and taken as empty (the next change is read again).
+    pub(crate) fn get(&mut self, home: &Home) -> &PeerBook {
+        let stamp = std::fs::metadata(home.dir().join(PeerBook::FILE))
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if self.stamp != Some(stamp) {
+            self.reads += 1;
+            self.book = PeerBook::load(home).unwrap_or_else(|e| {
+                tracing::warn!(target: "swarm_api::host", error = %e, "cannot read the peers book");
+                PeerBook::default()
+            });
+            self.stamp = Some(stamp);
+        }
+        &self.book
+    }
+
+    /// How many times the file was read.
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The book is read once while `peers.json` does not change, and again when it does
+    /// (#15 item 8: it was read and parsed on every 250 ms tick).
+    #[test]
+    fn the_peers_book_is_read_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(dir.path());
+        let mut cache = BookCache::default();
+        for _ in 0..100 {
+            assert!(cache.get(&home).peers.is_empty());
+        }
+        assert_eq!(
+            cache.reads(),
+            1,
+            "a missing file is looked at, not read again"
+        );
+        let who = Target::Device(format!("{:064x}", 7).parse().expect("device"));
+        let addr: SocketAddr = "127.0.0.1:4433".parse().expect("addr");
+        PeerBook::update(&home, |b| b.remember(who, addr, Source::Manual, 1)).expect("update");
+        for _ in 0..100 {
+            assert_eq!(cache.get(&home).peers.len(), 1);
+        }
+        assert_eq!(cache.reads(), 2);
+        PeerBook::update(&home, |b| {
+            b.remember(
+                who,
+                "127.0.0.1:4434".parse().expect("addr"),
+                Source::Manual,
+                2,
+            )
+        })
+        .expect("update");
+        assert_eq!(cache.get(&home).peers[0].addr.port(), 4434);
+        assert_eq!(cache.reads(), 3);
+    }
 
     fn req(conv: usize, from: usize) -> Request {
         Request {

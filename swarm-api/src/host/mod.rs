@@ -277,6 +277,7 @@ impl HostBuilder {
                 config: self.config,
                 syncing: Mutex::default(),
                 dials: Mutex::default(),
+                peer_book: Mutex::default(),
                 invites_rx: Mutex::new(Some(invites_rx)),
                 started: AtomicBool::new(false),
                 tasks: Mutex::default(),
@@ -329,6 +330,8 @@ struct Inner {
     /// Conversations being cloned.
     syncing: Mutex<HashSet<ConversationId>>,
     dials: Mutex<HashMap<SocketAddr, Dial>>,
+    /// `peers.json`, read again only when it changed.
+    peer_book: Mutex<books::BookCache>,
     invites_rx: Mutex<Option<mpsc::Receiver<(Peer, Signal)>>>,
     started: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -1301,7 +1304,8 @@ impl Host {
 
     /// Dials remembered and configured addresses nobody is connected from, with backoff.
     fn dial_missing(&self, connected: &[Peer]) {
-        let book = PeerBook::load(&self.inner.home).unwrap_or_default();
+        let mut cache = lock(&self.inner.peer_book);
+        let book = cache.get(&self.inner.home);
         let live: HashSet<SocketAddr> = connected
             .iter()
             .filter_map(|p| self.inner.mux.address_of(&p.device))
@@ -1326,6 +1330,7 @@ impl Host {
             .map(|e| e.addr)
             .collect();
         targets.extend(&self.inner.config.dial);
+        drop(cache);
         let now = Instant::now();
         let (first, cap) = self.inner.config.dial_backoff;
         for addr in targets {
