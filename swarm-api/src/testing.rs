@@ -332,7 +332,7 @@ pub fn validated_promotion(
 pub mod checks {
     use super::*;
     use crate::object::ChangeKind;
-    use crate::repo::{create_conversation, Repo, Signer};
+    use crate::repo::{create_conversation, Draft, Repo, Signer};
 
     /// A check of the suite.
     pub type Check<F> = fn(&F);
@@ -411,6 +411,19 @@ pub mod checks {
     fn append(repo: &Repo<'_>, p: &Person, text: &str, n: i64) -> CommitId {
         repo.append(&p.signer(), &Body::text(text), &[], T + n)
             .expect("append")
+    }
+
+    /// A text commit by `p` on `parent`, signed at `T + n`, not stored.
+    fn draft(repo: &Repo<'_>, p: &Person, parent: CommitId, text: &str, n: i64) -> Draft {
+        repo.draft(
+            &p.signer(),
+            &[parent],
+            &Body::text(text).to_message(),
+            &[],
+            true,
+            T + n,
+        )
+        .expect("draft")
     }
 
     fn texts(repo: &Repo<'_>) -> Vec<String> {
@@ -677,26 +690,8 @@ pub mod checks {
         let repo = Repo::open(&storage, conv).expect("open");
         let base = repo.head().expect("head");
         // Two writers draft on the same head; the first one wins.
-        let first = repo
-            .draft(
-                &alice.signer(),
-                &[base],
-                &Body::text("first").to_message(),
-                &[],
-                true,
-                T + 1,
-            )
-            .expect("draft");
-        let second = repo
-            .draft(
-                &alice.signer(),
-                &[base],
-                &Body::text("second").to_message(),
-                &[],
-                true,
-                T + 2,
-            )
-            .expect("draft");
+        let first = draft(&repo, &alice, base, "first", 1);
+        let second = draft(&repo, &alice, base, "second", 2);
         storage
             .write(
                 &conv,
@@ -729,16 +724,7 @@ pub mod checks {
         assert_eq!(storage.head(&conv).expect("head"), Some(first.id));
         assert_eq!(commit_obj(&storage, &conv, &second.id), None);
         // Through the repository API the loser is told the same.
-        let third = repo
-            .draft(
-                &alice.signer(),
-                &[base],
-                &Body::text("third").to_message(),
-                &[],
-                true,
-                T + 3,
-            )
-            .expect("draft");
+        let third = draft(&repo, &alice, base, "third", 3);
         assert!(storage
             .write(
                 &conv,
@@ -824,16 +810,7 @@ pub mod checks {
         let conv = create(&storage, &alice.signer());
         let repo = Repo::open(&storage, conv).expect("open");
         let head = repo.head().expect("head");
-        let draft = repo
-            .draft(
-                &alice.signer(),
-                &[head],
-                &Body::text("lost").to_message(),
-                &[],
-                true,
-                T + 1,
-            )
-            .expect("draft");
+        let draft = draft(&repo, &alice, head, "lost", 1);
         // Every object but the commit itself.
         let without_commit: Vec<Object> = draft
             .objects
@@ -891,16 +868,7 @@ pub mod checks {
             Err(crate::repo::RepoError::UnknownConversation(c)) if c == conv
         ));
         let repo = Repo::open(&scratch, conv).expect("open");
-        let next = repo
-            .draft(
-                &alice.signer(),
-                &[conv.initial_commit()],
-                &Body::text("x").to_message(),
-                &[],
-                true,
-                T + 1,
-            )
-            .expect("draft");
+        let next = draft(&repo, &alice, conv.initial_commit(), "x", 1);
         let mut objects = reachable_objects(
             &crate::storage::ConversationObjects {
                 storage: &scratch,
@@ -940,16 +908,7 @@ pub mod checks {
         let conv = create(&storage, &alice.signer());
         let repo = Repo::open(&storage, conv).expect("open");
         let head = append(&repo, &alice, "before", 1);
-        let d1 = repo
-            .draft(
-                &alice.signer(),
-                &[head],
-                &Body::text("received 1").to_message(),
-                &[],
-                true,
-                T + 2,
-            )
-            .expect("draft");
+        let d1 = draft(&repo, &alice, head, "received 1", 2);
         let q = storage.quarantine_open(&conv).expect("open quarantine");
         assert_eq!(q.conv, conv);
         storage.quarantine_put(&q, &d1.objects).expect("put");
@@ -1065,16 +1024,7 @@ pub mod checks {
         let conv = create(&storage, &alice.signer());
         let repo = Repo::open(&storage, conv).expect("open");
         let base = repo.head().expect("head");
-        let received = repo
-            .draft(
-                &alice.signer(),
-                &[base],
-                &Body::text("received").to_message(),
-                &[],
-                true,
-                T + 1,
-            )
-            .expect("draft");
+        let received = draft(&repo, &alice, base, "received", 1);
         let q = storage.quarantine_open(&conv).expect("open quarantine");
         let area = QuarantineId { conv, id: q.id };
         storage.quarantine_put(&q, &received.objects).expect("put");
@@ -1107,26 +1057,8 @@ pub mod checks {
         let conv = create(&storage, &alice.signer());
         let repo = Repo::open(&storage, conv).expect("open");
         let head = repo.head().expect("head");
-        let good = repo
-            .draft(
-                &alice.signer(),
-                &[head],
-                &Body::text("good").to_message(),
-                &[],
-                true,
-                T + 1,
-            )
-            .expect("draft");
-        let stray = repo
-            .draft(
-                &alice.signer(),
-                &[head],
-                &Body::text("on no branch").to_message(),
-                &[],
-                true,
-                T + 2,
-            )
-            .expect("draft");
+        let good = draft(&repo, &alice, head, "good", 1);
+        let stray = draft(&repo, &alice, head, "on no branch", 2);
         let blob = Object::blob(b"junk".to_vec());
         let (tree, _) =
             crate::object::build_tree(&[("junk/x".to_owned(), blob.id())].into_iter().collect());
@@ -1181,16 +1113,7 @@ pub mod checks {
         let conv = create(&storage, &alice.signer());
         let repo = Repo::open(&storage, conv).expect("open");
         let head = repo.head().expect("head");
-        let rejected = repo
-            .draft(
-                &alice.signer(),
-                &[head],
-                &Body::text("rejected").to_message(),
-                &[],
-                true,
-                T + 1,
-            )
-            .expect("draft");
+        let rejected = draft(&repo, &alice, head, "rejected", 1);
         let q = storage.quarantine_open(&conv).expect("open quarantine");
         let area = QuarantineId { conv, id: q.id };
         storage.quarantine_put(&q, &rejected.objects).expect("put");
