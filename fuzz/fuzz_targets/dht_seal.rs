@@ -12,7 +12,9 @@ fn me() -> &'static Identity {
     ME.get_or_init(|| {
         let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
         let account = Account::generate("Fuzz", now, &mut rand_core::OsRng).expect("account");
-        let device = account.new_device(now, &mut rand_core::OsRng).expect("device");
+        let device = account
+            .new_device(now, &mut rand_core::OsRng)
+            .expect("device");
         Identity {
             account: account.cert().clone(),
             device_cert: device.cert().clone(),
