@@ -280,6 +280,35 @@ struct Inner {
     events: broadcast::Sender<Event>,
 }
 
+/// A (conversation, peer) fetch in progress, marked in [`Inner::running`] while this lives.
+struct Running<'a> {
+    inner: &'a Inner,
+    key: (ConversationId, DeviceId),
+}
+
+impl<'a> Running<'a> {
+    /// Marks `key` running, or `None` if a fetch of it runs already.
+    fn start(inner: &'a Inner, key: (ConversationId, DeviceId)) -> Option<Self> {
+        let fresh = inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        // (Not `then_some`: a guard made and dropped here would unmark the running fetch.)
+        fresh.then(|| Self { inner, key })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 /// One device: storage, transport, identity and the sync logic between them.
 #[derive(Clone)]
 pub struct Node {
@@ -693,23 +722,18 @@ impl Node {
                 }
             }
         }
-        {
-            let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
-            if !running.insert((conv, peer)) {
-                return Ok(None);
-            }
-        }
+        // Released however this future ends (dropped too): a cancelled fetch must not leave
+        // the peer marked as being fetched from forever.
+        let Some(running) = Running::start(&self.inner, (conv, peer)) else {
+            return Ok(None);
+        };
         self.inner
             .fetch_attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.emit(Event::SyncStarted { peer, conv });
         let result =
             tokio::time::timeout(self.inner.config.sync_timeout, self.fetch(conv, peer)).await;
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(conv, peer));
+        drop(running);
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(NodeError::Sync(SyncError::Io(format!(
@@ -783,10 +807,12 @@ impl Node {
             head.is_some() && d.get(&(conv, peer)) == head.as_ref()
         };
         let events = self.inner.events.clone();
-        let (received, _) = sync::receive(
+        // The received branch holds its quarantine area in a guard: dropped with it on every
+        // path (an error, this future dropped by a timeout or a shutdown).
+        let (received, _) = sync::receive_shared(
             &mut stream,
             conv,
-            &*self.inner.storage,
+            self.inner.storage.clone(),
             self.inner.config.bundle_limits,
             &mut |objects| {
                 let _ = events.send(Event::SyncProgress {
@@ -815,15 +841,7 @@ impl Node {
                             peer,
                         }
                     };
-                    sync::integrate(
-                        &*node.inner.storage,
-                        &node.inner.engine,
-                        &mut g,
-                        r.quarantine,
-                        r.tip,
-                        policy,
-                        unix_now(),
-                    )
+                    r.integrate(&node.inner.engine, &mut g, policy, unix_now())
                 });
                 Some(task.await??)
             }

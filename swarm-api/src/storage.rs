@@ -287,6 +287,14 @@ impl MemoryStorage {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// How many quarantine areas are open (neither promoted nor dropped).
+    pub fn open_quarantines(&self) -> usize {
+        self.quarantines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
 }
 
 fn poisoned() -> StorageError {

@@ -123,6 +123,14 @@ impl GitStorage {
         &self.root
     }
 
+    /// How many quarantine areas are open (neither promoted nor dropped).
+    pub fn open_quarantines(&self) -> usize {
+        self.quarantines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     fn repo_path(&self, conv: &ConversationId) -> PathBuf {
         self.root.join(conv.to_string())
     }

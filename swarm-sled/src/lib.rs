@@ -215,6 +215,11 @@ impl SledStorage {
         &self.path
     }
 
+    /// How many quarantine areas are open (neither promoted nor dropped).
+    pub fn open_quarantines(&self) -> usize {
+        self.areas.len()
+    }
+
     /// The number of objects a conversation stores (a scan of its key range).
     pub fn object_count(&self, conv: &ConversationId) -> Result<usize, StorageError> {
         self.require(conv)?;

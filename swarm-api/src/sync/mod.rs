@@ -30,6 +30,7 @@
 pub mod wire;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use gix_hash::ObjectId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -654,6 +655,111 @@ impl Client {
     }
 }
 
+// ------------------------------------------------------------------------------ quarantine
+
+/// How a [`QuarantineGuard`] reaches its storage: borrowed (a caller holding `&dyn Storage`)
+/// or shared (a guard that must outlive the borrow, e.g. moved to a blocking thread).
+#[derive(Clone)]
+enum StorageRef<'s> {
+    Borrowed(&'s dyn Storage),
+    Shared(Arc<dyn Storage>),
+}
+
+impl StorageRef<'_> {
+    fn get(&self) -> &dyn Storage {
+        match self {
+            StorageRef::Borrowed(s) => *s,
+            StorageRef::Shared(s) => &**s,
+        }
+    }
+}
+
+/// An open quarantine area that is released on every path: dropping the guard (an error
+/// returned with `?`, a fetch future dropped mid-bundle, a panic) deletes the area with
+/// [`Storage::quarantine_drop`], unless it was promoted ([`integrate`]) or handed over with
+/// [`QuarantineGuard::into_id`].
+pub struct QuarantineGuard<'s> {
+    storage: StorageRef<'s>,
+    id: QuarantineId,
+    armed: bool,
+}
+
+impl std::fmt::Debug for QuarantineGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuarantineGuard")
+            .field("id", &self.id)
+            .field("armed", &self.armed)
+            .finish()
+    }
+}
+
+impl<'s> QuarantineGuard<'s> {
+    /// Opens a new area of `storage` for `conv`.
+    pub fn open(storage: &'s dyn Storage, conv: &ConversationId) -> Result<Self, StorageError> {
+        Self::open_in(StorageRef::Borrowed(storage), conv)
+    }
+
+    /// Takes charge of the open area `id` of `storage`.
+    pub fn adopt(storage: &'s dyn Storage, id: QuarantineId) -> Self {
+        Self {
+            storage: StorageRef::Borrowed(storage),
+            id,
+            armed: true,
+        }
+    }
+
+    fn open_in(storage: StorageRef<'s>, conv: &ConversationId) -> Result<Self, StorageError> {
+        let id = storage.get().quarantine_open(conv)?;
+        Ok(Self {
+            storage,
+            id,
+            armed: true,
+        })
+    }
+
+    /// The area.
+    pub fn id(&self) -> &QuarantineId {
+        &self.id
+    }
+
+    /// The storage the area belongs to.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.get()
+    }
+
+    /// Adds objects to the area.
+    pub fn put(&self, objects: &[Object]) -> Result<(), StorageError> {
+        self.storage.get().quarantine_put(&self.id, objects)
+    }
+
+    /// Hands the area over to the caller, who must promote or drop it.
+    pub fn into_id(mut self) -> QuarantineId {
+        self.armed = false;
+        self.id.clone_id()
+    }
+}
+
+impl QuarantineGuard<'static> {
+    /// Opens a new area of a shared `storage` (the guard may move to another thread).
+    pub fn open_shared(
+        storage: Arc<dyn Storage>,
+        conv: &ConversationId,
+    ) -> Result<Self, StorageError> {
+        Self::open_in(StorageRef::Shared(storage), conv)
+    }
+}
+
+impl Drop for QuarantineGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.armed = false;
+            if let Err(e) = self.storage.get().quarantine_drop(self.id.clone_id()) {
+                tracing::warn!(target: "swarm_api::sync", conv = %self.id.conv, area = self.id.id, error = %e, "cannot drop a quarantine area");
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------ integration
 
 /// What [`integrate`] did.
@@ -737,6 +843,29 @@ pub fn integrate(
     merge: MergePolicy<'_>,
     time: i64,
 ) -> Result<Integrated, SyncError> {
+    integrate_guarded(
+        QuarantineGuard::adopt(storage, q),
+        engine,
+        graph,
+        tip,
+        merge,
+        time,
+    )
+}
+
+/// [`integrate`] of the area a guard holds: the area is promoted, or dropped on every other
+/// path (an error, a panic).
+fn integrate_guarded(
+    mut guard: QuarantineGuard<'_>,
+    engine: &Engine,
+    graph: &mut Graph,
+    tip: CommitId,
+    merge: MergePolicy<'_>,
+    time: i64,
+) -> Result<Integrated, SyncError> {
+    let handle = guard.storage.clone();
+    let storage = handle.get();
+    let q = guard.id.clone_id();
     let conv = q.conv;
     // A local commit may move the head while we decide: then decide again (the quarantine
     // is still there); a local commit is never blocked by a fetch.
@@ -750,41 +879,32 @@ pub fn integrate(
                 unmerged,
             }) => {
                 if !merge_objects.is_empty() {
-                    storage.quarantine_put(&q, &merge_objects)?;
+                    guard.put(&merge_objects)?;
                 }
                 let old_head = update.expected;
                 let promotion =
-                    match Promotion::of(&validated.iter().collect::<Vec<_>>(), storage, &q, update)
-                    {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = storage.quarantine_drop(q);
-                            return Err(e.into());
-                        }
-                    };
+                    Promotion::of(&validated.iter().collect::<Vec<_>>(), storage, &q, update)?;
                 let new_commits = validated
                     .first()
                     .map(|v| v.commits().to_vec())
                     .unwrap_or_default();
                 match storage.quarantine_promote(q.clone_id(), &promotion) {
                     Ok(()) => {
+                        // The area is gone with the promotion.
+                        guard.armed = false;
                         return Ok(Integrated {
                             new_commits,
                             old_head,
                             head: update.new,
                             merge: merged,
                             unmerged: unmerged.then_some(tip),
-                        })
+                        });
                     }
                     Err(StorageError::HeadMoved { .. }) => continue,
-                    Err(e) => {
-                        let _ = storage.quarantine_drop(q);
-                        return Err(e.into());
-                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => {
-                let _ = storage.quarantine_drop(q);
                 if let SyncError::Rejected(r) = &e {
                     tracing::warn!(target: "swarm_api::sync", %conv, commit = %r.commit, rule = r.violation.rule(), "refused a branch");
                 }
@@ -792,7 +912,6 @@ pub fn integrate(
             }
         }
     }
-    let _ = storage.quarantine_drop(q);
     Err(SyncError::Io("the head kept moving; try again".into()))
 }
 
@@ -1103,66 +1222,94 @@ pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
     progress: &mut (dyn FnMut(usize) + Send),
 ) -> Result<(Option<Integrated>, FetchStats), SyncError> {
     let (received, stats) = receive(stream, conv, storage, limits, progress).await?;
-    let Some(Received { quarantine, tip }) = received else {
+    let Some(received) = received else {
         return Ok((None, stats));
     };
     let mut g = graph
         .lock()
         .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
-    let integrated = integrate(storage, engine, &mut g, quarantine, tip, merge, time)?;
+    let integrated = received.integrate(engine, &mut g, merge, time)?;
     Ok((Some(integrated), stats))
 }
 
-/// What [`receive`] brought: a branch in quarantine, not validated yet ([`integrate`] it, or
-/// drop the quarantine).
+/// What [`receive`] brought: a branch in quarantine, not validated yet ([`Received::integrate`]
+/// it, or drop it: dropping the guard drops the area).
 #[derive(Debug)]
-pub struct Received {
+pub struct Received<'s> {
     /// The quarantine holding the objects.
-    pub quarantine: QuarantineId,
+    pub quarantine: QuarantineGuard<'s>,
     /// The tip the peer sent.
     pub tip: CommitId,
 }
 
+impl Received<'_> {
+    /// [`integrate`]s the received branch: promoted, or the area dropped.
+    pub fn integrate(
+        self,
+        engine: &Engine,
+        graph: &mut Graph,
+        merge: MergePolicy<'_>,
+        time: i64,
+    ) -> Result<Integrated, SyncError> {
+        integrate_guarded(self.quarantine, engine, graph, self.tip, merge, time)
+    }
+}
+
 /// The network half of [`fetch`]: the exchange, the objects put in quarantine (bounded by
-/// `limits`), nothing validated. `None` when the peer has nothing new. On error the quarantine
+/// `limits`), nothing validated. `None` when the peer has nothing new. The area is held by a
+/// [`QuarantineGuard`]: on error, or if this future is dropped before it completes, the area
 /// is dropped. A caller that validates on another thread (a node does, off the async workers)
-/// then calls [`integrate`].
-pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+/// uses [`receive_shared`], then [`Received::integrate`].
+pub async fn receive<'s, S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     conv: ConversationId,
-    storage: &dyn Storage,
+    storage: &'s dyn Storage,
     limits: BundleLimits,
     progress: &mut (dyn FnMut(usize) + Send),
-) -> Result<(Option<Received>, FetchStats), SyncError> {
+) -> Result<(Option<Received<'s>>, FetchStats), SyncError> {
+    receive_in(
+        stream,
+        conv,
+        StorageRef::Borrowed(storage),
+        limits,
+        progress,
+    )
+    .await
+}
+
+/// [`receive`] into a shared storage: the [`Received`] branch may move to another thread.
+pub async fn receive_shared<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    conv: ConversationId,
+    storage: Arc<dyn Storage>,
+    limits: BundleLimits,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<(Option<Received<'static>>, FetchStats), SyncError> {
+    receive_in(stream, conv, StorageRef::Shared(storage), limits, progress).await
+}
+
+async fn receive_in<'s, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    conv: ConversationId,
+    handle: StorageRef<'s>,
+    limits: BundleLimits,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<(Option<Received<'s>>, FetchStats), SyncError> {
+    let storage = handle.get();
     let head = storage.head(&conv)?;
     let mut client = Client::new(conv, head, limits);
     let mut stats = FetchStats::default();
     stats.bytes_sent += write_frames(stream, &[client.hello()]).await?;
     let mut dec = Decoder::new();
-    let mut quarantine: Option<QuarantineId> = None;
+    // Every `?` below (and dropping this future) drops the area with its guard.
+    let mut quarantine: Option<QuarantineGuard<'s>> = None;
     let mut batch: Vec<Object> = Vec::new();
     let has = |id: &CommitId| {
         head.is_some() && matches!(storage.object(&conv, &id.object_id()), Ok(Some(_)))
     };
     let outcome = loop {
-        let frame = match read_frame(stream, &mut dec).await {
-            Ok(f) => f,
-            Err(e) => {
-                if let Some(q) = quarantine.take() {
-                    let _ = storage.quarantine_drop(q);
-                }
-                return Err(e);
-            }
-        };
-        let steps = match client.handle(frame, &has) {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(q) = quarantine.take() {
-                    let _ = storage.quarantine_drop(q);
-                }
-                return Err(e);
-            }
-        };
+        let frame = read_frame(stream, &mut dec).await?;
+        let steps = client.handle(frame, &has)?;
         let mut done = None;
         for step in steps {
             match step {
@@ -1173,9 +1320,11 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                     if batch.len() >= 256 {
                         let q = match &quarantine {
                             Some(q) => q,
-                            None => quarantine.insert(storage.quarantine_open(&conv)?),
+                            None => {
+                                quarantine.insert(QuarantineGuard::open_in(handle.clone(), &conv)?)
+                            }
                         };
-                        storage.quarantine_put(q, &batch)?;
+                        q.put(&batch)?;
                         batch.clear();
                         progress(stats.objects);
                     }
@@ -1193,10 +1342,10 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         Outcome::Received { head: tip } => {
             let q = match quarantine.take() {
                 Some(q) => q,
-                None => storage.quarantine_open(&conv)?,
+                None => QuarantineGuard::open_in(handle.clone(), &conv)?,
             };
             if !batch.is_empty() {
-                storage.quarantine_put(&q, &batch)?;
+                q.put(&batch)?;
             }
             progress(stats.objects);
             Ok((Some(Received { quarantine: q, tip }), stats))

@@ -1,0 +1,415 @@
+//! Bounded memory and cancel-safe fetches (#15 item 5), attacked over the simulated network
+//! by a hostile peer that speaks the sync protocol by hand. Every bound is measured by
+//! counting (areas open, objects and bytes held), never by wall-clock time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gix_hash::ObjectId;
+use rand_core::OsRng;
+use swarm_api::body::Mode;
+use swarm_api::id::{AccountUri, CommitId, ConversationId, DeviceId};
+use swarm_api::identity::Account;
+use swarm_api::node::{LocalIdentity, Node, NodeConfig, NodeError};
+use swarm_api::object::Object;
+use swarm_api::ops;
+use swarm_api::repo::{create_conversation, Repo};
+use swarm_api::sim::{SimNetwork, SimTransport};
+use swarm_api::storage::{
+    HeadUpdate, MemoryStorage, Promotion, QuarantineId, Storage, StorageError,
+};
+use swarm_api::sync::{Decoder, Frame, SyncError};
+use swarm_api::traits::{Channel, Incoming, Peer, Transport};
+use swarm_api::validate::Engine;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ------------------------------------------------------------------------------ a probe store
+
+/// A [`MemoryStorage`] that records every quarantine batch it is given and can be told to
+/// fail one of them (a full disk).
+#[derive(Default)]
+struct Probe {
+    inner: MemoryStorage,
+    /// (objects, bytes) of each `quarantine_put`, in order.
+    puts: Mutex<Vec<(usize, u64)>>,
+    /// Fail the n-th `quarantine_put` (1-based); 0: never.
+    fail_put: AtomicUsize,
+}
+
+impl Probe {
+    fn open_quarantines(&self) -> usize {
+        self.inner.open_quarantines()
+    }
+    fn puts(&self) -> Vec<(usize, u64)> {
+        self.puts.lock().unwrap().clone()
+    }
+}
+
+impl Storage for Probe {
+    fn backend_name(&self) -> &'static str {
+        "probe"
+    }
+    fn reads_need_hash_check(&self) -> bool {
+        false
+    }
+    fn conversations(&self) -> Result<Vec<ConversationId>, StorageError> {
+        self.inner.conversations()
+    }
+    fn object(&self, conv: &ConversationId, id: &ObjectId) -> Result<Option<Object>, StorageError> {
+        self.inner.object(conv, id)
+    }
+    fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError> {
+        self.inner.head(conv)
+    }
+    fn write(
+        &self,
+        conv: &ConversationId,
+        objects: &[Object],
+        update: HeadUpdate,
+    ) -> Result<(), StorageError> {
+        self.inner.write(conv, objects, update)
+    }
+    fn quarantine_open(&self, conv: &ConversationId) -> Result<QuarantineId, StorageError> {
+        self.inner.quarantine_open(conv)
+    }
+    fn quarantine_put(&self, q: &QuarantineId, objects: &[Object]) -> Result<(), StorageError> {
+        let n = {
+            let mut puts = self.puts.lock().unwrap();
+            puts.push((
+                objects.len(),
+                objects.iter().map(|o| o.data.len() as u64).sum(),
+            ));
+            puts.len()
+        };
+        if n == self.fail_put.load(Ordering::Relaxed) {
+            return Err(StorageError::backend("probe", "disk full"));
+        }
+        self.inner.quarantine_put(q, objects)
+    }
+    fn quarantine_object(
+        &self,
+        q: &QuarantineId,
+        id: &ObjectId,
+    ) -> Result<Option<Object>, StorageError> {
+        self.inner.quarantine_object(q, id)
+    }
+    fn quarantine_promote(
+        &self,
+        q: QuarantineId,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError> {
+        self.inner.quarantine_promote(q, promotion)
+    }
+    fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
+        self.inner.quarantine_drop(q)
+    }
+}
+
+// ------------------------------------------------------------------------------ honest nodes
+
+struct Dev {
+    node: Node,
+    storage: Arc<Probe>,
+}
+
+impl Dev {
+    fn dev(&self) -> DeviceId {
+        self.node.peer().device
+    }
+    fn head(&self, conv: ConversationId) -> Option<CommitId> {
+        self.storage.head(&conv).unwrap()
+    }
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        sync_timeout: Duration::from_secs(10),
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(64),
+        ..NodeConfig::default()
+    }
+}
+
+fn dev(net: &SimNetwork, name: &str, config: NodeConfig) -> Dev {
+    let now = OffsetDateTime::now_utc();
+    let account = Account::generate(name, now, &mut OsRng).unwrap();
+    let device = account.new_device(now, &mut OsRng).unwrap();
+    let crl = account.crl(&[], 1, now).unwrap();
+    let me = LocalIdentity {
+        account: account.cert().clone(),
+        device,
+        crl,
+    };
+    let storage = Arc::new(Probe::default());
+    let transport = Arc::new(net.join(me.peer()));
+    let node = Node::new(
+        me,
+        storage.clone(),
+        transport,
+        Arc::new(Engine::default()),
+        config,
+    );
+    let runner = node.clone();
+    tokio::spawn(async move { runner.run().await });
+    Dev { node, storage }
+}
+
+/// Alice's conversation, which Bob (an honest member) cloned and joined.
+async fn alice_and_bob(net: &SimNetwork, config: NodeConfig) -> (Dev, Dev, ConversationId) {
+    let (alice, bob) = (dev(net, "Alice", config.clone()), dev(net, "Bob", config));
+    let conv = create_conversation(
+        &*alice.storage,
+        &alice.node.identity().signer(),
+        Mode::InvitesOnly,
+        None,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    let bob_uri = bob.node.identity().account.uri();
+    let (body, changes) = ops::invite(bob_uri);
+    alice.node.commit(conv, &body, &changes).await.unwrap();
+    bob.node.sync_from(conv, alice.dev()).await.unwrap();
+    let st = {
+        let repo = Repo::open(&*bob.storage, conv).unwrap();
+        repo.state(&repo.head().unwrap()).unwrap()
+    };
+    let (body, changes) = ops::join(&st, &bob.node.identity().account);
+    bob.node.commit(conv, &body, &changes).await.unwrap();
+    alice.node.sync_from(conv, bob.dev()).await.unwrap();
+    assert_eq!(alice.head(conv), bob.head(conv));
+    alice.storage.puts.lock().unwrap().clear();
+    (alice, bob, conv)
+}
+
+/// Alice still serves Bob and still fetches from him after an attack.
+async fn honest_peers_still_served(alice: &Dev, bob: &Dev, conv: ConversationId) {
+    let id = alice.node.send(conv, "still here").await.unwrap();
+    bob.node.sync_from(conv, alice.dev()).await.unwrap();
+    assert_eq!(bob.head(conv), Some(id));
+    let id = bob.node.send(conv, "me too").await.unwrap();
+    alice.node.sync_from(conv, bob.dev()).await.unwrap();
+    assert_eq!(alice.head(conv), Some(id));
+}
+
+// ------------------------------------------------------------------------------ the attacker
+
+/// A device on the network that speaks the sync protocol by hand.
+struct Mallory {
+    peer: Peer,
+    transport: SimTransport,
+}
+
+impl Mallory {
+    fn new(net: &SimNetwork) -> Self {
+        let peer = Peer {
+            device: DeviceId::from_bytes([0xee; 32]),
+            account: AccountUri::from_bytes([0xee; 20]),
+        };
+        Self {
+            peer,
+            transport: net.join(peer),
+        }
+    }
+
+    /// The next sync channel opened to Mallory, after the client's hello.
+    async fn accept(&self) -> Box<dyn Channel> {
+        loop {
+            match self.transport.next_incoming().await {
+                Some(Incoming::Channel { mut stream, .. }) => {
+                    let hello = read_frame(&mut stream).await;
+                    assert!(matches!(hello, Frame::Hello { .. }), "{hello:?}");
+                    return stream;
+                }
+                Some(_) => continue,
+                None => panic!("the network closed"),
+            }
+        }
+    }
+}
+
+async fn read_frame(stream: &mut Box<dyn Channel>) -> Frame {
+    let mut dec = Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(f) = dec.next_frame().unwrap() {
+            return f;
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed");
+        dec.push(&buf[..n]);
+    }
+}
+
+/// Sends `frames` (a hostile peer does not care whether the other side closed).
+async fn send(stream: &mut Box<dyn Channel>, frames: impl IntoIterator<Item = Frame>) {
+    for f in frames {
+        if stream.write_all(&f.encode()).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.flush().await;
+}
+
+/// `n` distinct blobs of `size` bytes.
+fn blobs(n: usize, size: usize, seed: u8) -> Vec<Object> {
+    (0..n)
+        .map(|i| {
+            let mut data = vec![seed; size];
+            data[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            Object::blob(data)
+        })
+        .collect()
+}
+
+fn start(objects: usize, bytes: u64) -> Frame {
+    Frame::BundleStart {
+        head: CommitId::from_bytes([7; 20]),
+        objects: objects as u32,
+        bytes,
+    }
+}
+
+fn size(objects: &[Object]) -> u64 {
+    objects.iter().map(|o| o.data.len() as u64).sum()
+}
+
+/// Runs the scheduler (virtual time) until `cond` holds.
+async fn until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition never reached");
+}
+
+fn assert_none_stored(dev: &Dev, conv: ConversationId, objects: &[Object]) {
+    for o in objects {
+        assert_eq!(dev.storage.object(&conv, &o.id()).unwrap(), None);
+    }
+}
+
+// ------------------------------------------------------------------------------ 1. the guard
+
+/// A hostile peer sends half a bundle and stalls; the fetch is dropped in the middle (a task
+/// aborted, a node shut down): its quarantine area is released, nothing is stored, the head
+/// stays, the same peer can be fetched from again, and honest peers are still served.
+#[tokio::test(start_paused = true)]
+async fn a_fetch_cancelled_mid_bundle_releases_its_quarantine() {
+    let net = SimNetwork::new(1);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mallory = Mallory::new(&net);
+    let head = alice.head(conv);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = mallory.accept().await;
+    let objects = blobs(600, 1024, 1);
+    send(&mut stream, [start(600, size(&objects))]).await;
+    send(
+        &mut stream,
+        objects[..300].iter().cloned().map(Frame::Object),
+    )
+    .await;
+    // The first batch is in quarantine: one area open, 256 objects in it.
+    until(|| alice.storage.open_quarantines() == 1).await;
+    assert_eq!(alice.storage.puts(), vec![(256, 256 * 1024)]);
+    fetch.abort();
+    assert!(fetch.await.unwrap_err().is_cancelled());
+    assert_eq!(alice.storage.open_quarantines(), 0, "the area leaked");
+    assert_eq!(alice.head(conv), head);
+    assert_none_stored(&alice, conv, &objects);
+    // The cancelled fetch does not keep the peer marked as being fetched from.
+    let attempts = alice.node.fetch_attempts();
+    let node = alice.node.clone();
+    let again = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = mallory.accept().await;
+    send(&mut stream, [Frame::UpToDate]).await;
+    assert!(again.await.unwrap().unwrap().is_none());
+    assert_eq!(alice.node.fetch_attempts(), attempts + 1);
+    honest_peers_still_served(&alice, &bob, conv).await;
+    assert_eq!(alice.storage.open_quarantines(), 0);
+}
+
+/// The same stall, ended by the node's timeout: the area is released, the peer backed off.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_bundle_times_out_and_releases_its_quarantine() {
+    let net = SimNetwork::new(2);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mallory = Mallory::new(&net);
+    let head = alice.head(conv);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = mallory.accept().await;
+    let objects = blobs(600, 1024, 2);
+    send(&mut stream, [start(600, size(&objects))]).await;
+    send(
+        &mut stream,
+        objects[..300].iter().cloned().map(Frame::Object),
+    )
+    .await;
+    until(|| alice.storage.open_quarantines() == 1).await;
+    let err = fetch.await.unwrap().unwrap_err();
+    assert!(matches!(err, NodeError::Sync(SyncError::Io(_))), "{err}");
+    assert_eq!(alice.storage.open_quarantines(), 0, "the area leaked");
+    assert_eq!(alice.head(conv), head);
+    assert_none_stored(&alice, conv, &objects);
+    assert!(alice.node.backoff_of(&device).is_some());
+    drop(stream);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}
+
+/// A peer sending more objects than it announced is refused; the area is released.
+#[tokio::test(start_paused = true)]
+async fn more_objects_than_announced_release_the_quarantine() {
+    let net = SimNetwork::new(3);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mallory = Mallory::new(&net);
+    let head = alice.head(conv);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = mallory.accept().await;
+    let objects = blobs(301, 1024, 3);
+    send(&mut stream, [start(300, size(&objects))]).await;
+    send(&mut stream, objects.iter().cloned().map(Frame::Object)).await;
+    let err = fetch.await.unwrap().unwrap_err();
+    assert!(matches!(err, NodeError::Sync(SyncError::Limit(_))), "{err}");
+    assert_eq!(alice.storage.puts().len(), 1, "an area was opened");
+    assert_eq!(alice.storage.open_quarantines(), 0, "the area leaked");
+    assert_eq!(alice.head(conv), head);
+    assert_none_stored(&alice, conv, &objects);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}
+
+/// The storage fails while a bundle is quarantined (a full disk): the area is released.
+#[tokio::test(start_paused = true)]
+async fn a_storage_failure_mid_bundle_releases_the_quarantine() {
+    let net = SimNetwork::new(4);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mallory = Mallory::new(&net);
+    let head = alice.head(conv);
+    alice.storage.fail_put.store(2, Ordering::Relaxed);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = mallory.accept().await;
+    let objects = blobs(600, 1024, 4);
+    send(&mut stream, [start(600, size(&objects))]).await;
+    send(&mut stream, objects.iter().cloned().map(Frame::Object)).await;
+    let err = fetch.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, NodeError::Sync(SyncError::Storage(_))),
+        "{err}"
+    );
+    assert_eq!(alice.storage.puts().len(), 2);
+    assert_eq!(alice.storage.open_quarantines(), 0, "the area leaked");
+    assert_eq!(alice.head(conv), head);
+    assert_none_stored(&alice, conv, &objects);
+    alice.storage.fail_put.store(0, Ordering::Relaxed);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}
