@@ -27,6 +27,7 @@
 //! holds back the peer's whole account when it is known (device ids are free to mint).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,8 +83,15 @@ impl LocalIdentity {
 /// Tuning of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// A fetch that takes longer is abandoned (and the peer backed off).
+    /// Idle timeout of a fetch: one during which no byte arrives from the peer for this long
+    /// is abandoned (and the peer backed off), however long it has run. A large clone on a slow
+    /// link finishes as long as bytes keep flowing; a peer that goes silent costs this long.
     pub sync_timeout: Duration,
+    /// Safety cap on a whole fetch, however steadily its bytes flow: bounds how long a peer
+    /// trickling bytes just often enough to beat [`NodeConfig::sync_timeout`] holds a fetch
+    /// (and the announcements of that conversation queued behind it). Large: the default
+    /// (2 h) carries the default bundle limit (4 GiB) at 600 kB/s.
+    pub sync_max_duration: Duration,
     /// First backoff after a failed fetch from a peer.
     pub backoff_initial: Duration,
     /// Backoff cap.
@@ -98,7 +106,8 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            sync_timeout: Duration::from_secs(60),
+            sync_timeout: Duration::from_secs(30),
+            sync_max_duration: Duration::from_secs(2 * 3600),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             bundle_limits: BundleLimits::default(),
@@ -278,6 +287,88 @@ struct Inner {
     pending_merges: std::sync::Mutex<HashSet<(ConversationId, CommitId)>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
+}
+
+/// A stream that fails with [`std::io::ErrorKind::TimedOut`] once no byte has been received
+/// for `idle` while it is waited on (a read, or a write the peer does not drain): the idle
+/// timeout of a fetch. Every byte received restarts it, so a slow but steady transfer runs
+/// as long as it needs.
+struct IdleStream<S> {
+    inner: S,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> IdleStream<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// `Pending`, or the timeout error if the deadline passed.
+    fn idle<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+        match self.deadline.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no byte received for {:?}", self.idle),
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleStream<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            std::task::Poll::Pending => this.idle(cx),
+            ready => {
+                if buf.filled().len() > before {
+                    let next = Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(next);
+                }
+                ready
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleStream<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => this.idle(cx),
+            ready => ready,
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
+            std::task::Poll::Pending => this.idle(cx),
+            ready => ready,
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// A (conversation, peer) fetch in progress, marked in [`Inner::running`] while this lives.
@@ -731,14 +822,15 @@ impl Node {
             .fetch_attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.emit(Event::SyncStarted { peer, conv });
+        // The idle timeout is on the stream (see `fetch`); this is the safety cap.
         let result =
-            tokio::time::timeout(self.inner.config.sync_timeout, self.fetch(conv, peer)).await;
+            tokio::time::timeout(self.inner.config.sync_max_duration, self.fetch(conv, peer)).await;
         drop(running);
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(NodeError::Sync(SyncError::Io(format!(
-                "no answer within {:?}",
-                self.inner.config.sync_timeout
+                "not done within {:?}",
+                self.inner.config.sync_max_duration
             )))),
         };
         match &result {
@@ -788,11 +880,16 @@ impl Node {
         conv: ConversationId,
         peer: DeviceId,
     ) -> Result<Option<Integrated>, NodeError> {
-        let mut stream = self
-            .inner
-            .transport
-            .open_channel(peer, &format!("sync/{conv}"))
-            .await?;
+        let idle = self.inner.config.sync_timeout;
+        let stream = tokio::time::timeout(
+            idle,
+            self.inner
+                .transport
+                .open_channel(peer, &format!("sync/{conv}")),
+        )
+        .await
+        .map_err(|_| SyncError::Io(format!("cannot connect within {idle:?}")))??;
+        let mut stream = IdleStream::new(stream, idle);
         // The first time a divergence with this peer is seen, only the designated one of the
         // two merges (one merge instead of one per device); if it comes back unmerged while our
         // head is still the one we deferred from, we merge ourselves (the other side may not be

@@ -413,3 +413,103 @@ async fn a_storage_failure_mid_bundle_releases_the_quarantine() {
     alice.storage.fail_put.store(0, Ordering::Relaxed);
     honest_peers_still_served(&alice, &bob, conv).await;
 }
+
+// ------------------------------------------------------------------------------ 2. idle time
+
+/// Bob writes `n` messages Alice does not have (cut off from her, so nothing is announced).
+async fn bob_writes_alone(
+    net: &SimNetwork,
+    alice: &Dev,
+    bob: &Dev,
+    conv: ConversationId,
+    n: usize,
+) {
+    net.partition(&[vec![alice.dev()], vec![bob.dev()]]);
+    for i in 0..n {
+        bob.node.send(conv, &format!("offline {i}")).await.unwrap();
+    }
+    net.heal();
+}
+
+/// The frames an honest server holding Bob's history sends to Alice's hello.
+fn bundle_for(alice: &Dev, bob: &Dev, hello: Frame) -> Vec<Frame> {
+    let mut server = swarm_api::sync::Server::new(alice.node.peer());
+    let mut graph = swarm_api::graph::Graph::new();
+    server
+        .handle(hello, &*bob.storage, &Engine::default(), &mut graph)
+        .unwrap()
+}
+
+/// A peer that sends a valid bundle slowly but steadily — one frame every 4 s, minutes in
+/// all, far beyond the 10 s idle timeout (and the old whole-fetch deadline) — is fetched
+/// from completely (virtual time).
+#[tokio::test(start_paused = true)]
+async fn a_slow_but_steady_bundle_completes() {
+    let net = SimNetwork::new(5);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    bob_writes_alone(&net, &alice, &bob, conv, 40).await;
+    let mallory = Mallory::new(&net);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = loop {
+        if let Some(Incoming::Channel { stream, .. }) = mallory.transport.next_incoming().await {
+            break stream;
+        }
+    };
+    let hello = read_frame(&mut stream).await;
+    let frames = bundle_for(&alice, &bob, hello);
+    let gap = Duration::from_secs(4);
+    // Minutes of transfer: twice the old default deadline of a whole fetch (60 s), twelve
+    // times the idle timeout (10 s).
+    assert!(gap * frames.len() as u32 > Duration::from_secs(120));
+    for f in frames {
+        tokio::time::sleep(gap).await;
+        send(&mut stream, [f]).await;
+    }
+    let i = fetch.await.unwrap().unwrap().expect("new commits");
+    assert_eq!(i.new_commits.len(), 40);
+    assert_eq!(alice.head(conv), bob.head(conv));
+    assert_eq!(alice.storage.open_quarantines(), 0);
+}
+
+/// A peer that trickles part of a bundle, then goes silent, fails the fetch once nothing has
+/// arrived for the idle timeout (virtual time): not before, however long it ran.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_goes_silent_fails_after_the_idle_time() {
+    let net = SimNetwork::new(6);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    bob_writes_alone(&net, &alice, &bob, conv, 20).await;
+    let head = alice.head(conv);
+    let mallory = Mallory::new(&net);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = loop {
+        if let Some(Incoming::Channel { stream, .. }) = mallory.transport.next_incoming().await {
+            break stream;
+        }
+    };
+    let hello = read_frame(&mut stream).await;
+    let frames = bundle_for(&alice, &bob, hello);
+    let half = frames.len() / 2;
+    for f in frames.into_iter().take(half) {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        send(&mut stream, [f]).await;
+        assert!(!fetch.is_finished(), "a steady peer was cut off");
+    }
+    // Silence, the stream left open.
+    let silent = tokio::time::Instant::now();
+    let err = fetch.await.unwrap().unwrap_err();
+    let waited = silent.elapsed();
+    assert!(err.to_string().contains("no byte received"), "{err}");
+    let idle = config().sync_timeout;
+    assert!(
+        waited >= idle && waited < idle + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    assert_eq!(alice.head(conv), head);
+    assert_eq!(alice.storage.open_quarantines(), 0);
+    assert!(alice.node.backoff_of(&device).is_some());
+    drop(stream);
+}
