@@ -31,6 +31,7 @@ use std::future::Future as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -261,6 +262,15 @@ enum Source {
     Device(DeviceId),
 }
 
+/// At most this many incoming syncs of one device are served at once; more are answered
+/// [`sync::Frame::Refused`]`("busy")` and closed.
+pub const MAX_SERVES_PER_PEER: usize = 4;
+
+/// At most this many incoming syncs are served at once, all devices together; more are
+/// answered `busy` and closed. A served sync whose peer sends nothing for
+/// [`NodeConfig::sync_timeout`] ends, so a silent peer holds its slots that long at most.
+pub const MAX_SERVES: usize = 64;
+
 /// Devices whose account the node remembers (for per-account backoff); past this the memory
 /// starts over, and backoffs that have expired are forgotten.
 const MAX_KNOWN_DEVICES: usize = 4096;
@@ -286,6 +296,10 @@ struct Inner {
     /// Stored tips beside the head with a local merge scheduled.
     pending_merges: std::sync::Mutex<HashSet<(ConversationId, CommitId)>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
+    /// Incoming syncs being served: in all, and per device (bounded by [`MAX_SERVES`]).
+    serving: std::sync::Mutex<(usize, HashMap<DeviceId, usize>)>,
+    /// Incoming syncs refused as `busy`.
+    refused_busy: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
 }
 
@@ -368,6 +382,46 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleStream<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// One incoming sync being served, counted in [`Inner::serving`] while this lives.
+struct ServeSlot<'a> {
+    inner: &'a Inner,
+    device: DeviceId,
+}
+
+impl<'a> ServeSlot<'a> {
+    /// A slot for `device`, or `None` if it has [`MAX_SERVES_PER_PEER`] already or the node
+    /// serves [`MAX_SERVES`].
+    fn take(inner: &'a Inner, device: DeviceId) -> Option<Self> {
+        let mut serving = inner.serving.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per) = &mut *serving;
+        let mine = per.entry(device).or_default();
+        if *total >= MAX_SERVES || *mine >= MAX_SERVES_PER_PEER {
+            if *mine == 0 {
+                per.remove(&device);
+            }
+            return None;
+        }
+        *total += 1;
+        *mine += 1;
+        drop(serving);
+        Some(Self { inner, device })
+    }
+}
+
+impl Drop for ServeSlot<'_> {
+    fn drop(&mut self) {
+        let mut serving = self.inner.serving.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per) = &mut *serving;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.device);
+            }
+        }
     }
 }
 
@@ -464,6 +518,8 @@ impl Node {
                 deferred: Default::default(),
                 pending_merges: Default::default(),
                 fetch_attempts: Default::default(),
+                serving: Default::default(),
+                refused_busy: Default::default(),
                 events,
             }),
         }
@@ -498,6 +554,24 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .get(conv)
             .map_or(0, Vec::len)
+    }
+
+    /// How many incoming syncs this node serves now (at most [`MAX_SERVES`], and
+    /// [`MAX_SERVES_PER_PEER`] per device).
+    pub fn serving(&self) -> usize {
+        self.inner
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    /// How many incoming syncs were refused as `busy` (over [`MAX_SERVES_PER_PEER`] or
+    /// [`MAX_SERVES`]).
+    pub fn busy_refusals(&self) -> u64 {
+        self.inner
+            .refused_busy
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many fetches this node started (for tests of backoff).
@@ -617,6 +691,22 @@ impl Node {
                     tracing::debug!(target: "swarm_api::node", %name, "unknown channel");
                     return;
                 };
+                let idle = self.inner.config.sync_timeout;
+                let Some(_slot) = ServeSlot::take(&self.inner, from.device) else {
+                    self.inner
+                        .refused_busy
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(target: "swarm_api::node", peer = %from.device, "sync refused: busy");
+                    let refused = sync::Frame::Refused("busy".into()).encode();
+                    let _ = tokio::time::timeout(idle, async {
+                        stream.write_all(&refused).await?;
+                        stream.shutdown().await
+                    })
+                    .await;
+                    return;
+                };
+                // A peer that sends nothing for the idle timeout frees its slot.
+                let mut stream = IdleStream::new(stream, idle);
                 let graph = self.graph(&conv);
                 if let Err(e) = sync::serve(
                     &mut stream,

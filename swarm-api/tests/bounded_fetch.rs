@@ -513,3 +513,86 @@ async fn a_peer_that_goes_silent_fails_after_the_idle_time() {
     assert!(alice.node.backoff_of(&device).is_some());
     drop(stream);
 }
+
+// ------------------------------------------------------------------------------ 3. serve caps
+
+/// A peer opening 50 sync channels at once (and sending nothing on them) is served on at most
+/// `MAX_SERVES_PER_PEER` of them; the others are answered `busy` and closed at once. An
+/// honest member is served meanwhile, and the silent serves end after the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn a_peer_opening_fifty_syncs_is_served_four_at_a_time() {
+    use swarm_api::node::MAX_SERVES_PER_PEER;
+    let net = SimNetwork::new(7);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mallory = Mallory::new(&net);
+    let mut channels = Vec::new();
+    for _ in 0..50 {
+        let c = mallory
+            .transport
+            .open_channel(alice.dev(), &format!("sync/{conv}"))
+            .await
+            .unwrap();
+        channels.push(c);
+    }
+    // Let Alice take every channel in.
+    until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == 50).await;
+    assert_eq!(alice.node.serving(), MAX_SERVES_PER_PEER);
+    assert_eq!(alice.node.busy_refusals(), 50 - MAX_SERVES_PER_PEER as u64);
+    // The refused ones read `busy` then the end of the stream, without waiting.
+    let mut busy = 0;
+    for c in &mut channels {
+        let mut buf = Vec::new();
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, c.read_to_end(&mut buf)).await {
+            let mut dec = Decoder::new();
+            dec.push(&buf);
+            assert_eq!(
+                dec.next_frame().unwrap(),
+                Some(Frame::Refused("busy".into()))
+            );
+            busy += 1;
+        }
+    }
+    assert_eq!(busy, 50 - MAX_SERVES_PER_PEER);
+    // An honest member is served while Mallory holds her four slots.
+    let id = alice.node.send(conv, "for Bob").await.unwrap();
+    bob.node.sync_from(conv, alice.dev()).await.unwrap();
+    assert_eq!(bob.head(conv), Some(id));
+    assert_eq!(alice.node.serving(), MAX_SERVES_PER_PEER);
+    // Silent serves end after the idle timeout.
+    tokio::time::sleep(config().sync_timeout + Duration::from_secs(1)).await;
+    until(|| alice.node.serving() == 0).await;
+    drop(channels);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}
+
+/// Seventeen devices opening four silent syncs each: at most `MAX_SERVES` (64) are served at
+/// once in all; the rest are refused `busy`.
+#[tokio::test(start_paused = true)]
+async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
+    use swarm_api::node::{MAX_SERVES, MAX_SERVES_PER_PEER};
+    let net = SimNetwork::new(8);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mut channels = Vec::new();
+    for i in 0..17u8 {
+        let t = net.join(Peer {
+            device: DeviceId::from_bytes([i; 32]),
+            account: AccountUri::from_bytes([i; 20]),
+        });
+        for _ in 0..MAX_SERVES_PER_PEER {
+            channels.push(
+                t.open_channel(alice.dev(), &format!("sync/{conv}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let opened = channels.len() as u64;
+    until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == opened).await;
+    assert_eq!(alice.node.serving(), MAX_SERVES);
+    assert_eq!(alice.node.busy_refusals(), opened - MAX_SERVES as u64);
+    tokio::time::sleep(config().sync_timeout + Duration::from_secs(1)).await;
+    until(|| alice.node.serving() == 0).await;
+    drop(channels);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}
+
