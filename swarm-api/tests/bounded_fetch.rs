@@ -596,3 +596,43 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
     honest_peers_still_served(&alice, &bob, conv).await;
 }
 
+// ------------------------------------------------------------------------------ 4. batches
+
+/// A bundle of 40 blobs of 1 MiB (and 300 small ones) reaches the quarantine in batches of at
+/// most `BATCH_BYTES` (8 MiB) and `BATCH_OBJECTS` (256): what a fetch holds in memory before a
+/// flush, counted by the storage that receives each batch. Before, the 40 MiB came in one.
+#[tokio::test(start_paused = true)]
+async fn a_fetch_holds_at_most_eight_mebibytes_before_a_flush() {
+    use swarm_api::sync::{BATCH_BYTES, BATCH_OBJECTS};
+    let net = SimNetwork::new(9);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mallory = Mallory::new(&net);
+    let head = alice.head(conv);
+    let node = alice.node.clone();
+    let device = mallory.peer.device;
+    let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
+    let mut stream = mallory.accept().await;
+    let mut objects = blobs(40, 1 << 20, 9);
+    objects.extend(blobs(300, 100, 10));
+    send(&mut stream, [start(objects.len(), size(&objects))]).await;
+    send(&mut stream, objects.iter().cloned().map(Frame::Object)).await;
+    send(&mut stream, [Frame::BundleEnd]).await;
+    // The tip is nowhere: refused after everything was quarantined.
+    assert!(fetch.await.unwrap().is_err());
+    let puts = alice.storage.puts();
+    assert_eq!(
+        puts.iter().map(|p| p.0).sum::<usize>(),
+        objects.len(),
+        "{puts:?}"
+    );
+    // The stated bound: 256 objects, 8 MiB (each object here is smaller than 8 MiB).
+    assert_eq!((BATCH_OBJECTS, BATCH_BYTES), (256, 8 << 20));
+    for (n, bytes) in &puts {
+        assert!(*n <= 256 && *bytes <= 8 << 20, "{puts:?}");
+    }
+    assert!(puts.len() >= 5, "{puts:?}");
+    assert_eq!(alice.storage.open_quarantines(), 0);
+    assert_eq!(alice.head(conv), head);
+    assert_none_stored(&alice, conv, &objects);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}

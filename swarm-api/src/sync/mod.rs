@@ -49,6 +49,12 @@ use crate::storage::{
 };
 use crate::validate::{Engine, MemberRole, Rejection, Validated};
 
+/// A fetch puts received objects in quarantine in batches of at most this many objects...
+pub const BATCH_OBJECTS: usize = 256;
+/// ...and at most this many bytes (or one object, if a single one is larger): what a fetch
+/// holds in memory besides the frame being decoded.
+pub const BATCH_BYTES: u64 = 8 << 20;
+
 /// Probe rounds before the server sends what it has (over-sending at most a small gap).
 pub const MAX_PROBE_ROUNDS: u32 = 4;
 /// A gap (in first-parent commits) small enough to send without refining further.
@@ -1208,7 +1214,8 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// [`fetch`], calling `progress` with the number of objects received so far each time a batch
-/// of them is put in quarantine (every 256 objects, and once more before validation).
+/// of them is put in quarantine (every [`BATCH_OBJECTS`] objects or [`BATCH_BYTES`] bytes,
+/// whichever comes first, and once more before validation).
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -1304,6 +1311,7 @@ async fn receive_in<'s, S: AsyncRead + AsyncWrite + Unpin>(
     // Every `?` below (and dropping this future) drops the area with its guard.
     let mut quarantine: Option<QuarantineGuard<'s>> = None;
     let mut batch: Vec<Object> = Vec::new();
+    let mut batch_bytes = 0u64;
     let has = |id: &CommitId| {
         head.is_some() && matches!(storage.object(&conv, &id.object_id()), Ok(Some(_)))
     };
@@ -1315,18 +1323,22 @@ async fn receive_in<'s, S: AsyncRead + AsyncWrite + Unpin>(
             match step {
                 ClientStep::Send(f) => stats.bytes_sent += write_frames(stream, &[f]).await?,
                 ClientStep::Objects(objs) => {
-                    stats.objects += objs.len();
-                    batch.extend(objs);
-                    if batch.len() >= 256 {
-                        let q = match &quarantine {
-                            Some(q) => q,
-                            None => {
-                                quarantine.insert(QuarantineGuard::open_in(handle.clone(), &conv)?)
-                            }
-                        };
-                        q.put(&batch)?;
-                        batch.clear();
-                        progress(stats.objects);
+                    for o in objs {
+                        let len = o.data.len() as u64;
+                        // Flush first if this object would take the batch over its bytes.
+                        if !batch.is_empty() && batch_bytes + len > BATCH_BYTES {
+                            flush(&handle, &conv, &mut quarantine, &mut batch)?;
+                            batch_bytes = 0;
+                            progress(stats.objects);
+                        }
+                        stats.objects += 1;
+                        batch_bytes += len;
+                        batch.push(o);
+                        if batch.len() >= BATCH_OBJECTS || batch_bytes >= BATCH_BYTES {
+                            flush(&handle, &conv, &mut quarantine, &mut batch)?;
+                            batch_bytes = 0;
+                            progress(stats.objects);
+                        }
                     }
                 }
                 ClientStep::Done(o) => done = Some(o),
@@ -1351,4 +1363,20 @@ async fn receive_in<'s, S: AsyncRead + AsyncWrite + Unpin>(
             Ok((Some(Received { quarantine: q, tip }), stats))
         }
     }
+}
+
+/// Puts `batch` in the quarantine (opened on first use) and empties it.
+fn flush<'s>(
+    handle: &StorageRef<'s>,
+    conv: &ConversationId,
+    quarantine: &mut Option<QuarantineGuard<'s>>,
+    batch: &mut Vec<Object>,
+) -> Result<(), SyncError> {
+    let q = match quarantine {
+        Some(q) => q,
+        None => quarantine.insert(QuarantineGuard::open_in(handle.clone(), conv)?),
+    };
+    q.put(batch)?;
+    batch.clear();
+    Ok(())
 }
