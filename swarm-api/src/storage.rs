@@ -183,6 +183,17 @@ pub trait Storage: Send + Sync {
     /// Fails with [`StorageError::UnknownConversation`] if the conversation is not stored.
     fn object(&self, conv: &ConversationId, id: &ObjectId) -> Result<Option<Object>, StorageError>;
 
+    /// The size in bytes of one object of a conversation, or `None` if it does not store it
+    /// (errors as [`Storage::object`]). The default reads the object; a backend that can
+    /// tell the size from a header overrides it (a server sizes a bundle before sending it).
+    fn object_size(
+        &self,
+        conv: &ConversationId,
+        id: &ObjectId,
+    ) -> Result<Option<u64>, StorageError> {
+        Ok(self.object(conv, id)?.map(|o| o.data.len() as u64))
+    }
+
     /// The conversation's head, or `None` if the conversation is not stored.
     fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError>;
 

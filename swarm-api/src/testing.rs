@@ -114,6 +114,13 @@ impl<S: Storage + ?Sized> Storage for Shared<S> {
     fn object(&self, conv: &ConversationId, id: &ObjectId) -> Result<Option<Object>, StorageError> {
         self.0.object(conv, id)
     }
+    fn object_size(
+        &self,
+        conv: &ConversationId,
+        id: &ObjectId,
+    ) -> Result<Option<u64>, StorageError> {
+        self.0.object_size(conv, id)
+    }
     fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError> {
         self.0.head(conv)
     }

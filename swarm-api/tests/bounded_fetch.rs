@@ -36,6 +36,8 @@ struct Probe {
     puts: Mutex<Vec<(usize, u64)>>,
     /// Fail the n-th `quarantine_put` (1-based); 0: never.
     fail_put: AtomicUsize,
+    /// How many objects of 128 KiB or more `object` handed out (their data).
+    handed_big: AtomicUsize,
 }
 
 impl Probe {
@@ -58,7 +60,19 @@ impl Storage for Probe {
         self.inner.conversations()
     }
     fn object(&self, conv: &ConversationId, id: &ObjectId) -> Result<Option<Object>, StorageError> {
-        self.inner.object(conv, id)
+        let o = self.inner.object(conv, id)?;
+        if o.as_ref().is_some_and(|o| o.data.len() >= 128 * 1024) {
+            self.handed_big.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(o)
+    }
+    /// The size alone: no data handed out (as a backend reading an object header).
+    fn object_size(
+        &self,
+        conv: &ConversationId,
+        id: &ObjectId,
+    ) -> Result<Option<u64>, StorageError> {
+        Ok(self.inner.object(conv, id)?.map(|o| o.data.len() as u64))
     }
     fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError> {
         self.inner.head(conv)
@@ -635,4 +649,87 @@ async fn a_fetch_holds_at_most_eight_mebibytes_before_a_flush() {
     assert_eq!(alice.head(conv), head);
     assert_none_stored(&alice, conv, &objects);
     honest_peers_still_served(&alice, &bob, conv).await;
+}
+
+// ------------------------------------------------------------------------------ 5. streaming
+
+/// A history of 60 profile updates of 256 KiB each (15 MiB) is served to a client that reads
+/// one frame at a time through a 64 KiB pipe: the server never holds more than 2 of those
+/// blobs it has not delivered yet (counted by the storage, which hands out each object's
+/// data), where it used to read the whole bundle before writing its first byte.
+#[tokio::test(start_paused = true)]
+async fn a_server_streams_a_large_history_one_object_at_a_time() {
+    let net = SimNetwork::new(10);
+    let alice = dev(&net, "Alice", config());
+    let conv = create_conversation(
+        &*alice.storage,
+        &alice.node.identity().signer(),
+        Mode::InvitesOnly,
+        None,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    const BIG: usize = 256 * 1024;
+    for i in 0..60 {
+        let mut description = format!("{i} ");
+        description.push_str(&"x".repeat(BIG));
+        let (body, changes) = ops::profile(Some("big"), Some(&description));
+        alice.node.commit(conv, &body, &changes).await.unwrap();
+    }
+    let storage: Arc<dyn Storage> = alice.storage.clone();
+    let me = alice.node.peer();
+    let (mut client, mut server_end) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let graph = std::sync::Mutex::new(swarm_api::graph::Graph::new());
+        swarm_api::sync::serve(&mut server_end, me, &*storage, &Engine::default(), &graph).await
+    });
+    alice.storage.handed_big.store(0, Ordering::Relaxed);
+    let hello = Frame::Hello {
+        version: swarm_api::sync::wire::VERSION,
+        conv,
+        head: None,
+    };
+    client.write_all(&hello.encode()).await.unwrap();
+    let mut dec = Decoder::new();
+    let mut buf = [0u8; 4096];
+    let (mut delivered_big, mut frames, mut announced) = (0usize, 0usize, None);
+    let mut most_held = 0;
+    loop {
+        // Let the server run as far as the pipe lets it.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        let held = alice.storage.handed_big.load(Ordering::Relaxed) - delivered_big;
+        most_held = most_held.max(held);
+        assert!(
+            held <= 2,
+            "the server holds {held} large blobs not delivered"
+        );
+        let frame = loop {
+            if let Some(f) = dec.next_frame().unwrap() {
+                break f;
+            }
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            dec.push(&buf[..n]);
+        };
+        frames += 1;
+        match frame {
+            Frame::BundleStart { objects, bytes, .. } => {
+                assert!(bytes > 60 * BIG as u64);
+                announced = Some(objects as usize);
+            }
+            Frame::Object(o) => {
+                if o.data.len() >= BIG {
+                    delivered_big += 1;
+                }
+            }
+            Frame::BundleEnd => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(announced, Some(frames - 2));
+    assert_eq!(delivered_big, 60);
+    assert!(most_held >= 1, "the measure saw nothing");
+    server.await.unwrap().unwrap();
 }

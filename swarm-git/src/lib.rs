@@ -370,6 +370,18 @@ impl Storage for GitStorage {
         }))
     }
 
+    fn object_size(
+        &self,
+        conv: &ConversationId,
+        id: &gix::ObjectId,
+    ) -> Result<Option<u64>, StorageError> {
+        // From the object's header: a server sizes a bundle without reading its blobs.
+        let repo = self
+            .repo(conv)?
+            .ok_or(StorageError::UnknownConversation(*conv))?;
+        Ok(repo.try_find_header(*id).map_err(err)?.map(|h| h.size()))
+    }
+
     fn head(&self, conv: &ConversationId) -> Result<Option<CommitId>, StorageError> {
         match self.repo(conv)? {
             None => Ok(None),

@@ -115,6 +115,8 @@ impl Default for BundleLimits {
 enum ServerPhase {
     AwaitHello,
     AwaitKnown,
+    /// BundleStart was sent; the objects follow ([`Server::next_object`]).
+    Sending,
     Done,
 }
 
@@ -130,6 +132,8 @@ pub struct Server {
     probes: Vec<(usize, CommitId)>,
     known: Vec<CommitId>,
     round: u32,
+    /// The objects of the bundle still to send, by id and kind (never their data).
+    sending: std::collections::VecDeque<(ObjectId, Kind)>,
 }
 
 /// Per-round statistics a server can report (for benchmarks).
@@ -151,6 +155,7 @@ impl Server {
             probes: Vec::new(),
             known: Vec::new(),
             round: 0,
+            sending: Default::default(),
         }
     }
 
@@ -164,8 +169,28 @@ impl Server {
         ServerStats { rounds: self.round }
     }
 
-    /// Handles one frame from the client; returns the frames to send.
+    /// Handles one frame from the client; returns the frames to send, the whole bundle
+    /// included (in memory: for tests and benchmarks; [`serve`] streams it with
+    /// [`Server::respond`] and [`Server::next_object`]).
     pub fn handle(
+        &mut self,
+        frame: Frame,
+        storage: &dyn Storage,
+        engine: &Engine,
+        graph: &mut Graph,
+    ) -> Result<Vec<Frame>, SyncError> {
+        let mut out = self.respond(frame, storage, engine, graph)?;
+        while let Some(f) = self.next_object(storage)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    /// Handles one frame from the client; returns the frames to send, up to a
+    /// [`Frame::BundleStart`]: the bundle's objects then come one at a time from
+    /// [`Server::next_object`], so a server holds the ids and sizes of what it sends, and
+    /// one object's data at a time.
+    pub fn respond(
         &mut self,
         frame: Frame,
         storage: &dyn Storage,
@@ -366,20 +391,41 @@ impl Server {
             return Err(SyncError::Protocol("no conversation".into()));
         };
         let src = ConversationObjects { storage, conv };
-        let objects = bundle(&src, graph, head, &self.known)?;
-        if objects.is_empty() {
+        let size_of = |id: &ObjectId| -> Result<Option<u64>, ObjectError> {
+            Ok(storage.object_size(&conv, id)?)
+        };
+        let plan = bundle_plan(&src, graph, head, &self.known, &size_of)?;
+        if plan.is_empty() {
             return Ok(vec![Frame::UpToDate]);
         }
-        let bytes = objects.iter().map(|o| o.data.len() as u64).sum();
-        let mut out = Vec::with_capacity(objects.len() + 2);
-        out.push(Frame::BundleStart {
+        let objects = u32::try_from(plan.len())
+            .map_err(|_| SyncError::Limit(format!("{} objects to send", plan.len())))?;
+        let bytes = plan.iter().map(|p| p.size).sum();
+        self.sending = plan.into_iter().map(|p| (p.id, p.kind)).collect();
+        self.phase = ServerPhase::Sending;
+        Ok(vec![Frame::BundleStart {
             head,
-            objects: objects.len() as u32,
+            objects,
             bytes,
-        });
-        out.extend(objects.into_iter().map(Frame::Object));
-        out.push(Frame::BundleEnd);
-        Ok(out)
+        }])
+    }
+
+    /// The next frame of the bundle being sent: an object read now, then
+    /// [`Frame::BundleEnd`]; `None` when no bundle is being sent.
+    pub fn next_object(&mut self, storage: &dyn Storage) -> Result<Option<Frame>, SyncError> {
+        let (ServerPhase::Sending, Some(conv)) = (&self.phase, self.conv) else {
+            return Ok(None);
+        };
+        match self.sending.pop_front() {
+            Some((id, kind)) => {
+                let src = ConversationObjects { storage, conv };
+                Ok(Some(Frame::Object(src.expect(&id, kind)?)))
+            }
+            None => {
+                self.phase = ServerPhase::Done;
+                Ok(Some(Frame::BundleEnd))
+            }
+        }
     }
 }
 
@@ -415,23 +461,39 @@ fn tree_ids(
     Ok(())
 }
 
-/// Pushes every tree and blob under `root` not in `have` (and marks them had).
+/// The size of an object, if stored (a backend may tell it without reading the data).
+type SizeOf<'a> = dyn Fn(&ObjectId) -> Result<Option<u64>, ObjectError> + 'a;
+
+/// Plans every tree and blob under `root` not in `have` (and marks them had).
 fn push_tree(
     src: &dyn ObjectSource,
+    size_of: &SizeOf<'_>,
     root: &ObjectId,
     have: &mut HashSet<ObjectId>,
-    out: &mut Vec<Object>,
+    out: &mut Vec<Planned>,
 ) -> Result<(), ObjectError> {
     if !have.insert(*root) {
         return Ok(());
     }
     let entries = dir_entries(src, root)?;
-    out.push(src.expect(root, Kind::Tree)?);
+    out.push(Planned {
+        id: *root,
+        kind: Kind::Tree,
+        size: src.expect(root, Kind::Tree)?.data.len() as u64,
+    });
     for (is_tree, id) in entries.into_values() {
         if is_tree {
-            push_tree(src, &id, have, out)?;
+            push_tree(src, size_of, &id, have, out)?;
         } else if have.insert(id) {
-            out.push(src.expect(&id, Kind::Blob)?);
+            let size = match size_of(&id)? {
+                Some(n) => n,
+                None => src.expect(&id, Kind::Blob)?.data.len() as u64,
+            };
+            out.push(Planned {
+                id,
+                kind: Kind::Blob,
+                size,
+            });
         }
     }
     Ok(())
@@ -453,12 +515,41 @@ fn tree_of(id: &CommitId, obj: &Object) -> Result<ObjectId, ObjectError> {
 
 /// The objects a peer that has `known` (and all their ancestors) lacks to have `head`:
 /// the missing commits, oldest first, each followed by the trees and blobs it introduces.
+/// All in memory: a server streams [`bundle_plan`] instead.
 pub fn bundle(
     src: &dyn ObjectSource,
     graph: &mut Graph,
     head: CommitId,
     known: &[CommitId],
 ) -> Result<Vec<Object>, ObjectError> {
+    let size_of = |id: &ObjectId| Ok(src.object(id)?.map(|o| o.data.len() as u64));
+    bundle_plan(src, graph, head, known, &size_of)?
+        .into_iter()
+        .map(|p| src.expect(&p.id, p.kind))
+        .collect()
+}
+
+/// One object of a bundle, planned: what is sent, never its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    /// The object.
+    pub id: ObjectId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The ids, kinds and sizes of [`bundle`]'s objects, in the same order, without holding
+/// their data: commits and trees are read (and dropped) to walk the history, blobs are sized
+/// with `size_of` (a backend may answer from a header; `None` reads the blob).
+pub fn bundle_plan(
+    src: &dyn ObjectSource,
+    graph: &mut Graph,
+    head: CommitId,
+    known: &[CommitId],
+    size_of: &SizeOf<'_>,
+) -> Result<Vec<Planned>, ObjectError> {
     let mut commits = graph.missing(src, &[head], known)?;
     commits.reverse();
     let sent: HashSet<CommitId> = commits.iter().copied().collect();
@@ -480,8 +571,12 @@ pub fn bundle(
     let mut out = Vec::new();
     for c in &commits {
         let obj = src.expect(&c.object_id(), Kind::Commit)?;
-        push_tree(src, &tree_of(c, &obj)?, &mut have, &mut out)?;
-        out.push(obj);
+        push_tree(src, size_of, &tree_of(c, &obj)?, &mut have, &mut out)?;
+        out.push(Planned {
+            id: c.object_id(),
+            kind: Kind::Commit,
+            size: obj.data.len() as u64,
+        });
     }
     Ok(out)
 }
@@ -1168,9 +1263,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let mut g = graph
                 .lock()
                 .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
-            server.handle(frame, storage, engine, &mut g)?
+            server.respond(frame, storage, engine, &mut g)?
         };
         write_frames(stream, &out).await?;
+        // The bundle, one object read and written at a time.
+        while let Some(f) = server.next_object(storage)? {
+            write_frames(stream, &[f]).await?;
+        }
     }
     Ok(server.stats())
 }
