@@ -262,9 +262,9 @@ enum Source {
     Device(DeviceId),
 }
 
-/// At most this many incoming syncs of one device are served at once; more are answered
-/// [`sync::Frame::Refused`]`("busy")` and closed.
-pub const MAX_SERVES_PER_PEER: usize = 4;
+/// At most this many incoming syncs of one account (all its devices: device ids are free to
+/// mint) are served at once; more are answered [`sync::Frame::Refused`]`("busy")` and closed.
+pub const MAX_SERVES_PER_ACCOUNT: usize = 4;
 
 /// At most this many incoming syncs are served at once, all devices together; more are
 /// answered `busy` and closed. A served sync whose peer sends nothing for
@@ -296,8 +296,8 @@ struct Inner {
     /// Stored tips beside the head with a local merge scheduled.
     pending_merges: std::sync::Mutex<HashSet<(ConversationId, CommitId)>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
-    /// Incoming syncs being served: in all, and per device (bounded by [`MAX_SERVES`]).
-    serving: std::sync::Mutex<(usize, HashMap<DeviceId, usize>)>,
+    /// Incoming syncs being served: in all, and per account (bounded by [`MAX_SERVES`]).
+    serving: std::sync::Mutex<(usize, HashMap<AccountUri, usize>)>,
     /// Incoming syncs refused as `busy`.
     refused_busy: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
@@ -388,26 +388,26 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleStream<S> {
 /// One incoming sync being served, counted in [`Inner::serving`] while this lives.
 struct ServeSlot<'a> {
     inner: &'a Inner,
-    device: DeviceId,
+    account: AccountUri,
 }
 
 impl<'a> ServeSlot<'a> {
-    /// A slot for `device`, or `None` if it has [`MAX_SERVES_PER_PEER`] already or the node
+    /// A slot for `account`, or `None` if it has [`MAX_SERVES_PER_ACCOUNT`] already or the node
     /// serves [`MAX_SERVES`].
-    fn take(inner: &'a Inner, device: DeviceId) -> Option<Self> {
+    fn take(inner: &'a Inner, account: AccountUri) -> Option<Self> {
         let mut serving = inner.serving.lock().unwrap_or_else(|e| e.into_inner());
         let (total, per) = &mut *serving;
-        let mine = per.entry(device).or_default();
-        if *total >= MAX_SERVES || *mine >= MAX_SERVES_PER_PEER {
+        let mine = per.entry(account).or_default();
+        if *total >= MAX_SERVES || *mine >= MAX_SERVES_PER_ACCOUNT {
             if *mine == 0 {
-                per.remove(&device);
+                per.remove(&account);
             }
             return None;
         }
         *total += 1;
         *mine += 1;
         drop(serving);
-        Some(Self { inner, device })
+        Some(Self { inner, account })
     }
 }
 
@@ -416,10 +416,10 @@ impl Drop for ServeSlot<'_> {
         let mut serving = self.inner.serving.lock().unwrap_or_else(|e| e.into_inner());
         let (total, per) = &mut *serving;
         *total = total.saturating_sub(1);
-        if let Some(n) = per.get_mut(&self.device) {
+        if let Some(n) = per.get_mut(&self.account) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                per.remove(&self.device);
+                per.remove(&self.account);
             }
         }
     }
@@ -557,7 +557,7 @@ impl Node {
     }
 
     /// How many incoming syncs this node serves now (at most [`MAX_SERVES`], and
-    /// [`MAX_SERVES_PER_PEER`] per device).
+    /// [`MAX_SERVES_PER_ACCOUNT`] per account).
     pub fn serving(&self) -> usize {
         self.inner
             .serving
@@ -566,7 +566,7 @@ impl Node {
             .0
     }
 
-    /// How many incoming syncs were refused as `busy` (over [`MAX_SERVES_PER_PEER`] or
+    /// How many incoming syncs were refused as `busy` (over [`MAX_SERVES_PER_ACCOUNT`] or
     /// [`MAX_SERVES`]).
     pub fn busy_refusals(&self) -> u64 {
         self.inner
@@ -692,7 +692,7 @@ impl Node {
                     return;
                 };
                 let idle = self.inner.config.sync_timeout;
-                let Some(_slot) = ServeSlot::take(&self.inner, from.device) else {
+                let Some(_slot) = ServeSlot::take(&self.inner, from.account) else {
                     self.inner
                         .refused_busy
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1050,6 +1050,14 @@ pub mod checks {
         }
         assert_eq!(storage.head(&conv).expect("head"), Some(local));
         assert_eq!(commit_obj(&storage, &conv, &received.id), None);
+        // The area survives the failed promotion: a sync decides again and retries.
+        assert!(
+            storage
+                .quarantine_object(&area, &received.id.object_id())
+                .expect("the area is still there")
+                .is_some(),
+            "the received commit is still quarantined"
+        );
         storage.quarantine_drop(area).expect("drop");
         assert_eq!(texts(&repo), vec!["local".to_owned()]);
     }

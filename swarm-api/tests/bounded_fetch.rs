@@ -531,11 +531,11 @@ async fn a_peer_that_goes_silent_fails_after_the_idle_time() {
 // ------------------------------------------------------------------------------ 3. serve caps
 
 /// A peer opening 50 sync channels at once (and sending nothing on them) is served on at most
-/// `MAX_SERVES_PER_PEER` of them; the others are answered `busy` and closed at once. An
+/// `MAX_SERVES_PER_ACCOUNT` of them; the others are answered `busy` and closed at once. An
 /// honest member is served meanwhile, and the silent serves end after the idle timeout.
 #[tokio::test(start_paused = true)]
 async fn a_peer_opening_fifty_syncs_is_served_four_at_a_time() {
-    use swarm_api::node::MAX_SERVES_PER_PEER;
+    use swarm_api::node::MAX_SERVES_PER_ACCOUNT;
     let net = SimNetwork::new(7);
     let (alice, bob, conv) = alice_and_bob(&net, config()).await;
     let mallory = Mallory::new(&net);
@@ -550,8 +550,11 @@ async fn a_peer_opening_fifty_syncs_is_served_four_at_a_time() {
     }
     // Let Alice take every channel in.
     until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == 50).await;
-    assert_eq!(alice.node.serving(), MAX_SERVES_PER_PEER);
-    assert_eq!(alice.node.busy_refusals(), 50 - MAX_SERVES_PER_PEER as u64);
+    assert_eq!(alice.node.serving(), MAX_SERVES_PER_ACCOUNT);
+    assert_eq!(
+        alice.node.busy_refusals(),
+        50 - MAX_SERVES_PER_ACCOUNT as u64
+    );
     // The refused ones read `busy` then the end of the stream, without waiting.
     let mut busy = 0;
     for c in &mut channels {
@@ -566,12 +569,12 @@ async fn a_peer_opening_fifty_syncs_is_served_four_at_a_time() {
             busy += 1;
         }
     }
-    assert_eq!(busy, 50 - MAX_SERVES_PER_PEER);
+    assert_eq!(busy, 50 - MAX_SERVES_PER_ACCOUNT);
     // An honest member is served while Mallory holds her four slots.
     let id = alice.node.send(conv, "for Bob").await.unwrap();
     bob.node.sync_from(conv, alice.dev()).await.unwrap();
     assert_eq!(bob.head(conv), Some(id));
-    assert_eq!(alice.node.serving(), MAX_SERVES_PER_PEER);
+    assert_eq!(alice.node.serving(), MAX_SERVES_PER_ACCOUNT);
     // Silent serves end after the idle timeout.
     tokio::time::sleep(config().sync_timeout + Duration::from_secs(1)).await;
     until(|| alice.node.serving() == 0).await;
@@ -583,7 +586,7 @@ async fn a_peer_opening_fifty_syncs_is_served_four_at_a_time() {
 /// once in all; the rest are refused `busy`.
 #[tokio::test(start_paused = true)]
 async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
-    use swarm_api::node::{MAX_SERVES, MAX_SERVES_PER_PEER};
+    use swarm_api::node::{MAX_SERVES, MAX_SERVES_PER_ACCOUNT};
     let net = SimNetwork::new(8);
     let (alice, bob, conv) = alice_and_bob(&net, config()).await;
     let mut channels = Vec::new();
@@ -592,7 +595,7 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
             device: DeviceId::from_bytes([i; 32]),
             account: AccountUri::from_bytes([i; 20]),
         });
-        for _ in 0..MAX_SERVES_PER_PEER {
+        for _ in 0..MAX_SERVES_PER_ACCOUNT {
             channels.push(
                 t.open_channel(alice.dev(), &format!("sync/{conv}"))
                     .await
@@ -732,4 +735,33 @@ async fn a_server_streams_a_large_history_one_object_at_a_time() {
     assert_eq!(delivered_big, 60);
     assert!(most_held >= 1, "the measure saw nothing");
     server.await.unwrap().unwrap();
+}
+
+/// Devices are free to mint: ten devices of one account opening four syncs each are served
+/// `MAX_SERVES_PER_ACCOUNT` at a time in all, not four per device.
+#[tokio::test(start_paused = true)]
+async fn devices_of_one_account_share_its_serve_slots() {
+    use swarm_api::node::MAX_SERVES_PER_ACCOUNT;
+    let net = SimNetwork::new(10);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mut channels = Vec::new();
+    for i in 0..10u8 {
+        let t = net.join(Peer {
+            device: DeviceId::from_bytes([0x40 + i; 32]),
+            account: AccountUri::from_bytes([0x40; 20]),
+        });
+        for _ in 0..4 {
+            channels.push(
+                t.open_channel(alice.dev(), &format!("sync/{conv}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == 40).await;
+    assert_eq!(alice.node.serving(), MAX_SERVES_PER_ACCOUNT);
+    tokio::time::sleep(config().sync_timeout + Duration::from_secs(1)).await;
+    until(|| alice.node.serving() == 0).await;
+    drop(channels);
+    honest_peers_still_served(&alice, &bob, conv).await;
 }

@@ -516,7 +516,16 @@ impl Storage for GitStorage {
             .filter(|(id, _)| promotion.contains(id))
             .map(|(_, o)| o)
             .collect();
-        self.write(&q.conv, &objects, promotion.update())
+        let written = self.write(&q.conv, &objects, promotion.update());
+        if written.is_err() {
+            // The area stays for a retry (a local commit moved the head meanwhile: the caller
+            // decides again and promotes again), with what was promotable in it.
+            self.quarantines
+                .lock()
+                .map_err(|_| err("lock poisoned"))?
+                .insert(q.id, objects.into_iter().map(|o| (o.id(), o)).collect());
+        }
+        written
     }
 
     fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
