@@ -1089,12 +1089,7 @@ fn integrate_inner(
     time: i64,
 ) -> Result<Plan, SyncError> {
     let conv = q.conv;
-    let extra = BTreeMap::new();
-    let view = QuarantineView {
-        storage,
-        q,
-        extra: &extra,
-    };
+    let view = QuarantineView::new(storage, q);
     let head = storage.head(&conv)?;
     let stored = |id: &CommitId| -> bool {
         head.is_some() && matches!(storage.object(&conv, &id.object_id()), Ok(Some(_)))

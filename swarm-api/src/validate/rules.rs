@@ -48,6 +48,8 @@ pub(super) struct Ctx<'a> {
     /// Tree entries read for path lookups, by tree id (bounded: cleared past
     /// [`LOOKUP_CACHE`] trees).
     lookups: HashMap<ObjectId, Arc<crate::object::DirEntries>>,
+    /// [`Ctx::signing_key`] by (tree, device): consecutive messages share their tree.
+    keys: HashMap<(ObjectId, DeviceId), Option<ed25519_dalek::VerifyingKey>>,
 }
 
 /// Trees kept by [`Ctx::lookup`].
@@ -82,6 +84,7 @@ impl<'a> Ctx<'a> {
             authorized: HashMap::new(),
             presigned: Default::default(),
             lookups: HashMap::new(),
+            keys: HashMap::new(),
         }
     }
 
@@ -427,14 +430,22 @@ impl<'a> Ctx<'a> {
     /// is a native one whose id is that device id (so the key is the device's, whatever
     /// certificate the rules later find for it).
     pub(super) fn signing_key(&mut self, c: &Commit) -> Option<ed25519_dalek::VerifyingKey> {
-        let dpath = layout::device_cert(&c.device);
-        let Ok(Some((false, blob))) = self.lookup(&c.tree, &dpath) else {
-            return None;
-        };
-        match self.device_cert(&dpath, &blob).ok()? {
-            DeviceKey::Native(d) if d.id() == c.device => Some(*d.public_key()),
-            _ => None,
+        if let Some(k) = self.keys.get(&(c.tree, c.device)) {
+            return *k;
         }
+        let dpath = layout::device_cert(&c.device);
+        let key = match self.lookup(&c.tree, &dpath) {
+            Ok(Some((false, blob))) => match self.device_cert(&dpath, &blob) {
+                Ok(DeviceKey::Native(d)) if d.id() == c.device => Some(*d.public_key()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if self.keys.len() >= LOOKUP_CACHE {
+            self.keys.clear();
+        }
+        self.keys.insert((c.tree, c.device), key);
+        key
     }
 
     /// Rule `signature` ahead of the others where the key is at hand ([`Ctx::signing_key`]):
