@@ -21,12 +21,20 @@
 //!
 //! Writers of one repository are serialized by [`WriterLock`] (a PID lock file), which also
 //! lets a writer recover from a `refs/heads/main.lock` left by a process killed mid-update.
+//!
+//! Received objects wait in a quarantine area until validated. The areas of a storage hold at
+//! most [`QUARANTINE_MEMORY`] bytes of object data in memory (see
+//! [`GitStorage::with_quarantine_memory`]); the rest spills to an append-only file per area
+//! under `<root>/.quarantine/<pid>/`, indexed in memory (kind, offset, length per object).
+//! A promotion of a spilled area streams its pack from that file, one object at a time, so
+//! a clone never holds the received history in memory.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use gix::objs::{Exists as _, Write as _};
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
@@ -40,8 +48,23 @@ pub const HEAD_REF: &str = "refs/heads/main";
 
 const BACKEND: &str = "git";
 
-/// Where quarantines lived in earlier versions (leftovers are removed at open).
+/// Where quarantine areas spill (`<root>/.quarantine/<pid>/<n>/`); the directories of dead
+/// processes are removed at open.
 const QUARANTINE_DIR: &str = ".quarantine";
+
+/// The default budget of [`GitStorage::with_quarantine_memory`]: bytes of received object
+/// data all the quarantine areas of one storage hold in memory; past it, objects spill to disk.
+pub const QUARANTINE_MEMORY: usize = 32 * 1024 * 1024;
+
+/// The quarantine directories (`<root>/.quarantine/<pid>`, canonical) this process uses: the
+/// one of a root a storage of this process opened is live, not left by an earlier process
+/// that had the same PID.
+static OWN_QUARANTINE_DIRS: Mutex<std::collections::BTreeSet<PathBuf>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// Numbers the spill directories of this process (unique across the storages it opens, even
+/// on the same root).
+static NEXT_SPILL: AtomicU64 = AtomicU64::new(0);
 
 /// From this many objects, a write stores one pack (and its index) instead of loose objects:
 /// a clone of 10 000 messages is then two files to write and fsync, not 10 000.
@@ -80,10 +103,17 @@ fn remember_local(path: PathBuf, repo: &gix::Repository) {
 pub struct GitStorage {
     root: PathBuf,
     repos: RwLock<HashMap<ConversationId, gix::ThreadSafeRepository>>,
-    /// Received objects not yet validated, in memory (bounded by the sync layer's bundle
-    /// limits); written to the repository only when promoted.
-    quarantines: std::sync::Mutex<HashMap<u64, HashMap<gix::ObjectId, Object>>>,
-    next_quarantine: std::sync::atomic::AtomicU64,
+    /// Received objects not yet validated, by area; written to the repository only when
+    /// promoted. The map's lock is held briefly: an area has its own (its disk I/O does not
+    /// block the others).
+    quarantines: Mutex<HashMap<u64, Arc<Mutex<Area>>>>,
+    next_quarantine: AtomicU64,
+    /// Where areas spill: `<root>/.quarantine/<pid>`.
+    spill_root: PathBuf,
+    /// Bytes of object data all areas may hold in memory.
+    quarantine_budget: usize,
+    /// Bytes of object data the areas hold in memory.
+    quarantine_held: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for GitStorage {
@@ -99,23 +129,124 @@ impl GitStorage {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(err)?;
-        // Quarantines left by processes that died are garbage: nothing refers to them.
+        let me = std::process::id().to_string();
+        let spill_root = root.join(QUARANTINE_DIR).join(&me);
+        let own = std::fs::canonicalize(&root)
+            .map_err(err)?
+            .join(QUARANTINE_DIR)
+            .join(&me);
+        // Quarantines left by processes that died are garbage: nothing refers to them. Ours
+        // is live if a storage of this process opened this root before (it may be spilling
+        // now); else it was left by an earlier process that had our PID.
+        let mut opened = OWN_QUARANTINE_DIRS
+            .lock()
+            .map_err(|_| err("lock poisoned"))?;
         if let Ok(entries) = std::fs::read_dir(root.join(QUARANTINE_DIR)) {
             for e in entries.flatten() {
                 let pid = e.file_name().to_string_lossy().into_owned();
-                let alive = pid != std::process::id().to_string()
-                    && std::path::Path::new("/proc").join(&pid).exists();
+                let alive = if pid == me {
+                    opened.contains(&own)
+                } else {
+                    Path::new("/proc").join(&pid).exists()
+                };
                 if !alive {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
         }
+        opened.insert(own);
+        drop(opened);
         Ok(Self {
             root,
             repos: RwLock::new(HashMap::new()),
-            quarantines: std::sync::Mutex::new(HashMap::new()),
-            next_quarantine: std::sync::atomic::AtomicU64::new(0),
+            quarantines: Mutex::new(HashMap::new()),
+            next_quarantine: AtomicU64::new(0),
+            spill_root,
+            quarantine_budget: QUARANTINE_MEMORY,
+            quarantine_held: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Sets how many bytes of received object data the quarantine areas of this storage hold
+    /// in memory, together (default [`QUARANTINE_MEMORY`]); past it, objects spill to disk.
+    /// With 0, every object spills.
+    pub fn with_quarantine_memory(mut self, bytes: usize) -> Self {
+        self.quarantine_budget = bytes;
+        self
+    }
+
+    /// Bytes of object data the open quarantine areas hold in memory (at most the budget of
+    /// [`GitStorage::with_quarantine_memory`]). Spilled objects cost an index entry each.
+    pub fn quarantine_memory_bytes(&self) -> usize {
+        self.quarantine_held.load(Ordering::SeqCst)
+    }
+
+    /// The area `id` (the map's lock is held only to find it).
+    fn area(&self, id: u64) -> Result<Arc<Mutex<Area>>, StorageError> {
+        self.quarantines
+            .lock()
+            .map_err(|_| err("lock poisoned"))?
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| err("no such quarantine"))
+    }
+
+    /// Promotes what `promotion` selects of `area`: through [`Storage::write`] if none of it
+    /// spilled, else as a pack streamed from the spill file.
+    fn promote_area(
+        &self,
+        conv: &ConversationId,
+        area: &Mutex<Area>,
+        promotion: &Promotion,
+    ) -> Result<(), StorageError> {
+        let mut area = area.lock().map_err(|_| err("lock poisoned"))?;
+        let area = &mut *area;
+        let spilled: Vec<(gix::ObjectId, Spilled)> = match &area.spill {
+            Some(spill) => spill
+                .index
+                .iter()
+                .filter(|(id, _)| promotion.contains(id))
+                .map(|(id, at)| (*id, *at))
+                .collect(),
+            None => Vec::new(),
+        };
+        let chosen: Vec<gix::ObjectId> = area
+            .mem
+            .keys()
+            .filter(|id| promotion.contains(id))
+            .copied()
+            .collect();
+        let spill = match &area.spill {
+            Some(spill) if !spilled.is_empty() => spill,
+            _ => {
+                // All in memory: moved out for the write (not copied), put back if it fails.
+                let objects: Vec<Object> =
+                    chosen.iter().filter_map(|id| area.mem.remove(id)).collect();
+                let written = self.write(conv, &objects, promotion.update());
+                if written.is_err() {
+                    area.mem.extend(chosen.into_iter().zip(objects));
+                }
+                return written;
+            }
+        };
+        let stream = spill.dir.join(SPILL_PACK);
+        let count = chosen.len() + spilled.len();
+        let written = pack::stream_to_file(&stream, count, |pack| {
+            for id in &chosen {
+                if let Some(o) = area.mem.get(id) {
+                    pack.entry(o.kind, &o.data)?;
+                }
+            }
+            for (id, at) in &spilled {
+                let o = spill.read_at(id, at)?;
+                pack.entry(o.kind, &o.data)?;
+            }
+            Ok(())
+        })
+        .and_then(|()| self.write_payload(conv, Payload::Pack(&stream), promotion.update()));
+        // Indexed into the repository (or to be made again by a retry): not needed any more.
+        let _ = std::fs::remove_file(&stream);
+        written
     }
 
     /// The root directory.
@@ -169,17 +300,23 @@ impl GitStorage {
     }
 
     /// Writes the objects not stored yet: loose, or as one pack from [`PACK_THRESHOLD`]
-    /// objects. Returns the pack's files (pack, index, keep file), which the caller syncs and
-    /// whose keep file it removes once a ref points at the objects.
+    /// objects; a prepared pack stream is indexed as one pack. Returns the pack's files (pack,
+    /// index, keep file), which the caller syncs and whose keep file it removes once a ref
+    /// points at the objects.
     fn write_objects(
         repo: &gix::Repository,
-        objects: &[Object],
+        payload: Payload<'_>,
     ) -> Result<Option<pack::Written>, StorageError> {
+        let pack_dir = repo.git_dir().join("objects").join("pack");
+        let objects = match payload {
+            Payload::Pack(stream) => return pack::write_stream(&pack_dir, stream).map(Some),
+            Payload::Objects(objects) => objects,
+        };
         if objects.len() >= PACK_THRESHOLD {
             // No per-object existence check here: each miss makes gix rescan the pack
             // directory. An object stored twice (loose and packed) is harmless to git.
             let all: Vec<&Object> = objects.iter().collect();
-            return pack::write(&repo.git_dir().join("objects").join("pack"), &all).map(Some);
+            return pack::write(&pack_dir, &all).map(Some);
         }
         for obj in objects {
             let id = obj.id();
@@ -194,19 +331,23 @@ impl GitStorage {
         Ok(None)
     }
 
-    /// Writes `objects` and makes them durable: each loose object file, each fan-out
-    /// directory holding one, and `objects/` (which may have gained a fan-out directory).
-    /// Objects already stored are synced too: a write that crashed earlier may have left
-    /// them in the page cache only, and this write is about to make a ref point at them.
+    /// Writes `payload` and makes it durable: a pack, its index and their directories, or
+    /// each loose object file, each fan-out directory holding one, and `objects/` (which may
+    /// have gained a fan-out directory). Loose objects already stored are synced too: a write
+    /// that crashed earlier may have left them in the page cache only, and this write is
+    /// about to make a ref point at them.
     fn write_objects_durably(
         repo: &gix::Repository,
-        objects: &[Object],
+        payload: Payload<'_>,
     ) -> Result<Option<pack::Written>, StorageError> {
         let objects_dir = repo.git_dir().join("objects");
-        if let Some(pack) = Self::write_objects(repo, objects)? {
+        if let Some(pack) = Self::write_objects(repo, payload)? {
             pack.sync(&objects_dir)?;
             return Ok(Some(pack));
         }
+        let Payload::Objects(objects) = payload else {
+            return Ok(None);
+        };
         let mut dirs = std::collections::BTreeSet::new();
         for obj in objects {
             let hex = obj.id().to_hex().to_string();
@@ -266,6 +407,79 @@ impl GitStorage {
         Ok(())
     }
 
+    /// [`Storage::write`] of a payload: a new conversation is created whole (one rename), an
+    /// existing one gets the objects then its head moved by a compare-and-swap under the
+    /// writer lock.
+    fn write_payload(
+        &self,
+        conv: &ConversationId,
+        payload: Payload<'_>,
+        update: HeadUpdate,
+    ) -> Result<(), StorageError> {
+        let Some(expected) = update.expected else {
+            return self.create(conv, payload, update.new);
+        };
+        let repo = self
+            .repo(conv)?
+            .ok_or(StorageError::UnknownConversation(*conv))?;
+        let _writer = WriterLock::acquire(repo.git_dir())?;
+        // Only our writers take Git's ref lock, and they are serialized by the writer lock we
+        // now hold, so a `refs/heads/main.lock` here was left by a writer that died during
+        // its ref update (before the rename that publishes it). The ref itself still holds
+        // the old head; the lock file only blocks every later update, so it goes.
+        let stale = repo.git_dir().join("refs").join("heads").join("main.lock");
+        match std::fs::remove_file(&stale) {
+            Ok(()) => tracing::warn!(
+                conversation = %conv,
+                "removed refs/heads/main.lock left by a writer that died mid-update"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let found = Self::read_head(&repo)?;
+        if found != Some(expected) {
+            return Err(StorageError::HeadMoved {
+                conversation: *conv,
+                expected: Some(expected),
+                found,
+            });
+        }
+        let pack = Self::write_objects_durably(&repo, payload)?;
+        if !repo.objects.exists(&update.new.object_id()) {
+            return Err(StorageError::DanglingHead(update.new));
+        }
+        if update.new == expected {
+            // The head stays; gix would not touch the ref (nor create its lock file).
+            if let Some(pack) = pack {
+                pack.release()?;
+            }
+            return Ok(());
+        }
+        // The compare-and-swap is done again under the ref lock.
+        Self::update_head_durably(
+            &repo,
+            PreviousValue::MustExistAndMatch(Target::Object(expected.object_id())),
+            update.new,
+            "commit",
+        )
+        .map_err(|e| {
+            let found = Self::read_head(&repo).ok().flatten();
+            if found != Some(expected) && found != Some(update.new) {
+                StorageError::HeadMoved {
+                    conversation: *conv,
+                    expected: Some(expected),
+                    found,
+                }
+            } else {
+                e
+            }
+        })?;
+        if let Some(pack) = pack {
+            pack.release()?;
+        }
+        Ok(())
+    }
+
     fn read_head(repo: &gix::Repository) -> Result<Option<CommitId>, StorageError> {
         let Some(r) = repo.try_find_reference(HEAD_REF).map_err(err)? else {
             return Ok(None);
@@ -281,7 +495,7 @@ impl GitStorage {
     fn create(
         &self,
         conv: &ConversationId,
-        objects: &[Object],
+        payload: Payload<'_>,
         new: CommitId,
     ) -> Result<(), StorageError> {
         let path = self.repo_path(conv);
@@ -298,7 +512,7 @@ impl GitStorage {
             gix::init_bare(&tmp).map_err(err)?;
             std::fs::write(tmp.join("HEAD"), format!("ref: {HEAD_REF}\n")).map_err(err)?;
             let repo = gix::open_opts(&tmp, Self::open_options()).map_err(err)?;
-            let pack = Self::write_objects(&repo, objects)?;
+            let pack = Self::write_objects(&repo, payload)?;
             if !repo.objects.exists(&new.object_id()) {
                 return Err(StorageError::DanglingHead(new));
             }
@@ -395,68 +609,7 @@ impl Storage for GitStorage {
         objects: &[Object],
         update: HeadUpdate,
     ) -> Result<(), StorageError> {
-        let Some(expected) = update.expected else {
-            return self.create(conv, objects, update.new);
-        };
-        let repo = self
-            .repo(conv)?
-            .ok_or(StorageError::UnknownConversation(*conv))?;
-        let _writer = WriterLock::acquire(repo.git_dir())?;
-        // Only our writers take Git's ref lock, and they are serialized by the writer lock we
-        // now hold, so a `refs/heads/main.lock` here was left by a writer that died during
-        // its ref update (before the rename that publishes it). The ref itself still holds
-        // the old head; the lock file only blocks every later update, so it goes.
-        let stale = repo.git_dir().join("refs").join("heads").join("main.lock");
-        match std::fs::remove_file(&stale) {
-            Ok(()) => tracing::warn!(
-                conversation = %conv,
-                "removed refs/heads/main.lock left by a writer that died mid-update"
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(e)),
-        }
-        let found = Self::read_head(&repo)?;
-        if found != Some(expected) {
-            return Err(StorageError::HeadMoved {
-                conversation: *conv,
-                expected: Some(expected),
-                found,
-            });
-        }
-        let pack = Self::write_objects_durably(&repo, objects)?;
-        if !repo.objects.exists(&update.new.object_id()) {
-            return Err(StorageError::DanglingHead(update.new));
-        }
-        if update.new == expected {
-            // The head stays; gix would not touch the ref (nor create its lock file).
-            if let Some(pack) = pack {
-                pack.release()?;
-            }
-            return Ok(());
-        }
-        // The compare-and-swap is done again under the ref lock.
-        Self::update_head_durably(
-            &repo,
-            PreviousValue::MustExistAndMatch(Target::Object(expected.object_id())),
-            update.new,
-            "commit",
-        )
-        .map_err(|e| {
-            let found = Self::read_head(&repo).ok().flatten();
-            if found != Some(expected) && found != Some(update.new) {
-                StorageError::HeadMoved {
-                    conversation: *conv,
-                    expected: Some(expected),
-                    found,
-                }
-            } else {
-                e
-            }
-        })?;
-        if let Some(pack) = pack {
-            pack.release()?;
-        }
-        Ok(())
+        self.write_payload(conv, Payload::Objects(objects), update)
     }
 
     fn location(&self, conv: &ConversationId) -> Option<PathBuf> {
@@ -465,25 +618,25 @@ impl Storage for GitStorage {
     }
 
     fn quarantine_open(&self, conv: &ConversationId) -> Result<QuarantineId, StorageError> {
-        let id = self
-            .next_quarantine
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next_quarantine.fetch_add(1, Ordering::Relaxed);
+        let area = Area {
+            mem: HashMap::new(),
+            mem_bytes: 0,
+            held: self.quarantine_held.clone(),
+            spill: None,
+        };
         self.quarantines
             .lock()
             .map_err(|_| err("lock poisoned"))?
-            .insert(id, HashMap::new());
+            .insert(id, Arc::new(Mutex::new(area)));
         Ok(QuarantineId { conv: *conv, id })
     }
 
     fn quarantine_put(&self, q: &QuarantineId, objects: &[Object]) -> Result<(), StorageError> {
-        let mut all = self.quarantines.lock().map_err(|_| err("lock poisoned"))?;
-        let held = all
-            .get_mut(&q.id)
-            .ok_or_else(|| err("no such quarantine"))?;
+        let area = self.area(q.id)?;
+        let mut area = area.lock().map_err(|_| err("lock poisoned"))?;
         for o in objects {
-            // Keyed by the hash of the content, computed here: what is read back is what
-            // the key names.
-            held.insert(o.id(), o.clone());
+            area.put(o, self.quarantine_budget, &self.spill_root)?;
         }
         Ok(())
     }
@@ -493,9 +646,15 @@ impl Storage for GitStorage {
         q: &QuarantineId,
         id: &gix::ObjectId,
     ) -> Result<Option<Object>, StorageError> {
-        let all = self.quarantines.lock().map_err(|_| err("lock poisoned"))?;
-        let held = all.get(&q.id).ok_or_else(|| err("no such quarantine"))?;
-        Ok(held.get(id).cloned())
+        let area = self.area(q.id)?;
+        let area = area.lock().map_err(|_| err("lock poisoned"))?;
+        if let Some(o) = area.mem.get(id) {
+            return Ok(Some(o.clone()));
+        }
+        match &area.spill {
+            Some(spill) => spill.read(id),
+            None => Ok(None),
+        }
     }
 
     fn quarantine_promote(
@@ -503,7 +662,8 @@ impl Storage for GitStorage {
         q: QuarantineId,
         promotion: &Promotion,
     ) -> Result<(), StorageError> {
-        let held = self
+        // Out of the map while it is written: the area is promoted once.
+        let area = self
             .quarantines
             .lock()
             .map_err(|_| err("lock poisoned"))?
@@ -511,29 +671,190 @@ impl Storage for GitStorage {
             .ok_or_else(|| err("no such quarantine"))?;
         // A new conversation is created whole (one rename), an existing one gets the objects
         // then its head moved: the same atomic, durable paths as every write.
-        let objects: Vec<Object> = held
-            .into_iter()
-            .filter(|(id, _)| promotion.contains(id))
-            .map(|(_, o)| o)
-            .collect();
-        let written = self.write(&q.conv, &objects, promotion.update());
+        let written = self.promote_area(&q.conv, &area, promotion);
         if written.is_err() {
             // The area stays for a retry (a local commit moved the head meanwhile: the caller
-            // decides again and promotes again), with what was promotable in it.
+            // decides again and promotes again), whole.
             self.quarantines
                 .lock()
                 .map_err(|_| err("lock poisoned"))?
-                .insert(q.id, objects.into_iter().map(|o| (o.id(), o)).collect());
+                .insert(q.id, area);
         }
+        // Else dropping the area frees its memory and removes its spill directory.
         written
     }
 
     fn quarantine_drop(&self, q: QuarantineId) -> Result<(), StorageError> {
-        self.quarantines
+        let area = self
+            .quarantines
             .lock()
             .map_err(|_| err("lock poisoned"))?
             .remove(&q.id);
+        // Dropped outside the map's lock (removing a spill directory takes a while).
+        drop(area);
         Ok(())
+    }
+}
+
+/// What [`GitStorage::write_payload`] stores: objects, or a pack stream prepared in a file
+/// (a spilled quarantine's promotion), indexed as one pack whatever its object count.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Objects(&'a [Object]),
+    Pack(&'a Path),
+}
+
+/// One quarantine area: objects in memory while the storage's budget allows, the rest
+/// spilled to disk.
+struct Area {
+    mem: HashMap<gix::ObjectId, Object>,
+    /// Bytes of object data in `mem`, counted in `held` too (released when the area drops).
+    mem_bytes: usize,
+    /// The storage's count of bytes held in memory by all its areas.
+    held: Arc<AtomicUsize>,
+    spill: Option<Spill>,
+}
+
+impl Area {
+    /// Holds `o` (keyed by the hash of its content, computed here: what is read back is what
+    /// the key names): in memory if it fits under `budget` (bytes all areas hold), else
+    /// appended to the spill file, made in a new directory under `spill_root` if needed. An
+    /// object held already is skipped.
+    fn put(&mut self, o: &Object, budget: usize, spill_root: &Path) -> Result<(), StorageError> {
+        let id = o.id();
+        let spilled = self
+            .spill
+            .as_ref()
+            .is_some_and(|s| s.index.contains_key(&id));
+        if spilled || self.mem.contains_key(&id) {
+            return Ok(());
+        }
+        let len = o.data.len();
+        let fits = budget > 0
+            && self
+                .held
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                    held.checked_add(len).filter(|total| *total <= budget)
+                })
+                .is_ok();
+        if fits {
+            self.mem.insert(id, o.clone());
+            self.mem_bytes += len;
+            return Ok(());
+        }
+        let spill = match &mut self.spill {
+            Some(spill) => spill,
+            None => self.spill.insert(Spill::create(spill_root)?),
+        };
+        spill.append(id, o)
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.mem_bytes, Ordering::SeqCst);
+    }
+}
+
+/// The name of a spill directory's object file.
+const SPILL_OBJECTS: &str = "objects";
+/// The name of the pack stream a promotion prepares in a spill directory.
+const SPILL_PACK: &str = "promote.pack";
+
+/// Where a spilled object is in its area's spill file.
+#[derive(Clone, Copy)]
+struct Spilled {
+    kind: gix::object::Kind,
+    offset: u64,
+    len: u64,
+}
+
+/// The spilled objects of an area: `<dir>/objects`, their data one after the other
+/// (append-only), and the index of where each is. Removed with its directory when dropped.
+struct Spill {
+    dir: PathBuf,
+    file: std::fs::File,
+    len: u64,
+    index: HashMap<gix::ObjectId, Spilled>,
+}
+
+impl Spill {
+    /// A new, empty spill in a new directory under `root`.
+    fn create(root: &Path) -> Result<Self, StorageError> {
+        let dir = root.join(NEXT_SPILL.fetch_add(1, Ordering::Relaxed).to_string());
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join(SPILL_OBJECTS));
+        match file {
+            Ok(file) => Ok(Self {
+                dir,
+                file,
+                len: 0,
+                index: HashMap::new(),
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(err(e))
+            }
+        }
+    }
+
+    /// Appends `o` (whose id is `id`). A failed write is overwritten by the next one.
+    fn append(&mut self, id: gix::ObjectId, o: &Object) -> Result<(), StorageError> {
+        use std::os::unix::fs::FileExt as _;
+        self.file.write_all_at(&o.data, self.len).map_err(err)?;
+        let len = o.data.len() as u64;
+        self.index.insert(
+            id,
+            Spilled {
+                kind: o.kind,
+                offset: self.len,
+                len,
+            },
+        );
+        self.len += len;
+        Ok(())
+    }
+
+    /// The spilled object `id`, if held.
+    fn read(&self, id: &gix::ObjectId) -> Result<Option<Object>, StorageError> {
+        match self.index.get(id) {
+            Some(at) => self.read_at(id, at).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads object `id` from where `at` says, checking that the bytes hash to `id` (a
+    /// corrupted file is an error, never another object).
+    fn read_at(&self, id: &gix::ObjectId, at: &Spilled) -> Result<Object, StorageError> {
+        use std::os::unix::fs::FileExt as _;
+        let len = usize::try_from(at.len).map_err(err)?;
+        let mut data = vec![0; len];
+        self.file.read_exact_at(&mut data, at.offset).map_err(err)?;
+        let o = Object {
+            kind: at.kind,
+            data,
+        };
+        if o.id() != *id {
+            return Err(err(format!(
+                "quarantined object {id} read back from {} does not hash to its id",
+                self.dir.display()
+            )));
+        }
+        Ok(o)
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove a quarantine spill");
+            }
+        }
     }
 }
 
@@ -823,9 +1144,12 @@ fn holder_alive(content: &str) -> bool {
     same(recorded_start, now_start) && same(recorded_boot, now_boot)
 }
 
-/// Writing many objects as one pack: an undeltified version-2 pack stream, indexed by gix
+/// Writing many objects as one pack: an undeltified version-2 pack stream (in memory, or
+/// streamed to a file for a spilled quarantine), indexed by gix
 /// (`gix_pack::Bundle::write_to_directory`, which checks every object and the trailer).
 mod pack {
+    use std::fs::File;
+    use std::io::{BufRead, BufReader, BufWriter, Write};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::AtomicBool;
 
@@ -878,8 +1202,8 @@ mod pack {
         }
     }
 
-    /// Appends `data` zlib-compressed (one complete stream) to `out`.
-    fn deflate(c: &mut Compress, data: &[u8], out: &mut Vec<u8>) -> Result<(), StorageError> {
+    /// Writes `data` zlib-compressed (one complete stream) to `out`.
+    fn deflate(c: &mut Compress, data: &[u8], out: &mut impl Write) -> Result<(), StorageError> {
         c.reset();
         let mut buf = [0u8; 16 * 1024];
         let (start_in, start_out) = (c.total_in(), c.total_out());
@@ -889,7 +1213,8 @@ mod pack {
             let status = c
                 .compress(&data[consumed..], &mut buf, FlushCompress::Finish)
                 .map_err(err)?;
-            out.extend_from_slice(&buf[..(c.total_out() - before) as usize]);
+            out.write_all(&buf[..(c.total_out() - before) as usize])
+                .map_err(err)?;
             match status {
                 Status::StreamEnd => return Ok(()),
                 Status::Ok | Status::BufError => {}
@@ -900,40 +1225,131 @@ mod pack {
         }
     }
 
-    /// The pack stream of `objects`, without deltas.
-    fn encode(objects: &[&Object]) -> Result<Vec<u8>, StorageError> {
-        let count = u32::try_from(objects.len()).map_err(|_| err("too many objects for a pack"))?;
-        let mut out = Vec::with_capacity(objects.iter().map(|o| o.data.len() / 2 + 16).sum());
-        out.extend_from_slice(b"PACK");
-        out.extend_from_slice(&2u32.to_be_bytes());
-        out.extend_from_slice(&count.to_be_bytes());
-        let mut c = Compress::new(Compression::BEST_SPEED);
-        for o in objects {
+    /// A writer that hashes (SHA-1) what passes through it: the pack trailer.
+    struct Hashing<W> {
+        inner: W,
+        hasher: gix::hash::Hasher,
+    }
+
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    /// Writes an undeltified version-2 pack stream to any writer, one object at a time: the
+    /// header (with the object count given up front), the entries, the SHA-1 trailer.
+    pub(crate) struct Encoder<W: Write> {
+        out: Hashing<W>,
+        compress: Compress,
+        left: u32,
+    }
+
+    impl<W: Write> Encoder<W> {
+        /// Starts a pack of `count` objects.
+        pub(crate) fn new(out: W, count: usize) -> Result<Self, StorageError> {
+            let count = u32::try_from(count).map_err(|_| err("too many objects for a pack"))?;
+            let mut out = Hashing {
+                inner: out,
+                hasher: gix::hash::hasher(gix::hash::Kind::Sha1),
+            };
+            out.write_all(b"PACK").map_err(err)?;
+            out.write_all(&2u32.to_be_bytes()).map_err(err)?;
+            out.write_all(&count.to_be_bytes()).map_err(err)?;
+            Ok(Self {
+                out,
+                compress: Compress::new(Compression::BEST_SPEED),
+                left: count,
+            })
+        }
+
+        /// Appends one object.
+        pub(crate) fn entry(
+            &mut self,
+            kind: gix::object::Kind,
+            data: &[u8],
+        ) -> Result<(), StorageError> {
+            self.left = self
+                .left
+                .checked_sub(1)
+                .ok_or_else(|| err("more objects than the pack header announced"))?;
             // Type and size: 3 bits of type, then the size 4 + 7·n bits, little-endian.
-            let mut size = o.data.len() as u64;
-            let mut byte = (kind_code(o.kind) << 4) | (size & 0x0f) as u8;
+            let mut header = Vec::with_capacity(10);
+            let mut size = data.len() as u64;
+            let mut byte = (kind_code(kind) << 4) | (size & 0x0f) as u8;
             size >>= 4;
             while size > 0 {
-                out.push(byte | 0x80);
+                header.push(byte | 0x80);
                 byte = (size & 0x7f) as u8;
                 size >>= 7;
             }
-            out.push(byte);
-            deflate(&mut c, &o.data, &mut out)?;
+            header.push(byte);
+            self.out.write_all(&header).map_err(err)?;
+            deflate(&mut self.compress, data, &mut self.out)
         }
-        let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
-        h.update(&out);
-        let trailer = h.try_finalize().map_err(err)?;
-        out.extend_from_slice(trailer.as_bytes());
-        Ok(out)
+
+        /// Writes the trailer; returns the writer.
+        pub(crate) fn finish(self) -> Result<W, StorageError> {
+            if self.left != 0 {
+                return Err(err("fewer objects than the pack header announced"));
+            }
+            let Hashing { mut inner, hasher } = self.out;
+            let trailer = hasher.try_finalize().map_err(err)?;
+            inner.write_all(trailer.as_bytes()).map_err(err)?;
+            Ok(inner)
+        }
+    }
+
+    /// The pack stream of `objects`, without deltas.
+    fn encode(objects: &[&Object]) -> Result<Vec<u8>, StorageError> {
+        let out = Vec::with_capacity(objects.iter().map(|o| o.data.len() / 2 + 16).sum());
+        let mut pack = Encoder::new(out, objects.len())?;
+        for o in objects {
+            pack.entry(o.kind, &o.data)?;
+        }
+        pack.finish()
+    }
+
+    /// Writes the pack stream of `count` objects, which `fill` gives to the encoder one at a
+    /// time, to the file `path` (replaced if it exists).
+    pub(crate) fn stream_to_file(
+        path: &Path,
+        count: usize,
+        fill: impl FnOnce(&mut Encoder<BufWriter<File>>) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let file = File::create(path).map_err(err)?;
+        let mut pack = Encoder::new(BufWriter::new(file), count)?;
+        fill(&mut pack)?;
+        pack.finish()?
+            .into_inner()
+            .map_err(|e| err(e.into_error()))?;
+        Ok(())
     }
 
     /// Writes `objects` as one pack and its index into `dir` (`objects/pack`).
     pub(crate) fn write(dir: &Path, objects: &[&Object]) -> Result<Written, StorageError> {
-        std::fs::create_dir_all(dir).map_err(err)?;
         let stream = encode(objects)?;
+        index(dir, &mut stream.as_slice())
+    }
+
+    /// Writes the pack stream in the file `stream` as one pack and its index into `dir`
+    /// (`objects/pack`), reading it as it goes.
+    pub(crate) fn write_stream(dir: &Path, stream: &Path) -> Result<Written, StorageError> {
+        let file = File::open(stream).map_err(err)?;
+        index(dir, &mut BufReader::with_capacity(64 * 1024, file))
+    }
+
+    /// Copies the pack stream `pack` into `dir` and indexes it.
+    fn index(dir: &Path, pack: &mut dyn BufRead) -> Result<Written, StorageError> {
+        std::fs::create_dir_all(dir).map_err(err)?;
         let outcome = Bundle::write_to_directory(
-            &mut stream.as_slice(),
+            pack,
             Some(dir),
             &mut gix::progress::Discard,
             &AtomicBool::new(false),

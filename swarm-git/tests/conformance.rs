@@ -14,3 +14,19 @@ fn git() -> impl swarm_api::testing::StorageFactory<Storage = GitStorage> {
 }
 
 swarm_api::storage_conformance!(git());
+
+/// The same suite with every quarantined object spilled to disk (a memory budget of 0).
+mod spilled {
+    use super::*;
+
+    fn git_spilled() -> impl swarm_api::testing::StorageFactory<Storage = GitStorage> {
+        factory(
+            || tempfile::tempdir().expect("a temporary directory"),
+            |dir: &tempfile::TempDir| -> Result<GitStorage, StorageError> {
+                GitStorage::open(dir.path()).map(|s| s.with_quarantine_memory(0))
+            },
+        )
+    }
+
+    swarm_api::storage_conformance!(git_spilled());
+}
