@@ -281,7 +281,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     engine: Arc<Engine>,
     config: NodeConfig,
-    graphs: std::sync::Mutex<HashMap<ConversationId, Arc<std::sync::Mutex<Graph>>>>,
+    graphs: std::sync::Mutex<HashMap<ConversationId, Arc<tokio::sync::Mutex<Graph>>>>,
     backoff: std::sync::Mutex<HashMap<Source, Backoff>>,
     /// The account of each device that announced to us as a member (authenticated by the
     /// transport).
@@ -581,7 +581,7 @@ impl Node {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn graph(&self, conv: &ConversationId) -> Arc<std::sync::Mutex<Graph>> {
+    fn graph(&self, conv: &ConversationId) -> Arc<tokio::sync::Mutex<Graph>> {
         let mut g = self.inner.graphs.lock().unwrap_or_else(|e| e.into_inner());
         g.entry(*conv).or_default().clone()
     }
@@ -815,7 +815,7 @@ impl Node {
     /// Whether `commit` is integrated here: reachable from the head of `conv`. A stored commit
     /// that the head does not reach (a branch kept after a divergence) is *not* integrated:
     /// this is the question every "do I have it?" decision asks.
-    pub fn is_integrated(&self, conv: &ConversationId, commit: &CommitId) -> bool {
+    pub async fn is_integrated(&self, conv: &ConversationId, commit: &CommitId) -> bool {
         let Ok(Some(head)) = self.inner.storage.head(conv) else {
             return false;
         };
@@ -830,7 +830,7 @@ impl Node {
             conv: *conv,
         };
         let graph = self.graph(conv);
-        let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = graph.lock().await;
         g.is_ancestor(&src, commit, &head).unwrap_or(false)
     }
 
@@ -840,7 +840,7 @@ impl Node {
     async fn on_announce(&self, conv: ConversationId, peer: DeviceId, commit: CommitId) {
         // Only conversations we hold (clones are explicit: `sync_from`).
         if !matches!(self.inner.storage.head(&conv), Ok(Some(_)))
-            || self.is_integrated(&conv, &commit)
+            || self.is_integrated(&conv, &commit).await
         {
             return;
         }
@@ -860,19 +860,26 @@ impl Node {
         }
         let mut next = Some((peer, commit));
         while let Some((peer, commit)) = next.take() {
-            if !self.is_integrated(&conv, &commit) {
+            if !self.is_integrated(&conv, &commit).await {
                 let _ = self.sync_from(conv, peer).await;
             }
-            let mut q = self.inner.queued.lock().unwrap_or_else(|e| e.into_inner());
-            let pending = q.entry(conv).or_default();
-            while let Some(candidate) = pending.pop() {
-                if !self.is_integrated(&conv, &candidate.1) {
+            loop {
+                let candidate = {
+                    let mut q = self.inner.queued.lock().unwrap_or_else(|e| e.into_inner());
+                    match q.entry(conv).or_default().pop() {
+                        Some(c) => c,
+                        None => {
+                            // Under the same lock as the pop: a new announcement either
+                            // queued before (and was popped) or finds no fetch running.
+                            q.remove(&conv);
+                            break;
+                        }
+                    }
+                };
+                if !self.is_integrated(&conv, &candidate.1).await {
                     next = Some(candidate);
                     break;
                 }
-            }
-            if next.is_none() {
-                q.remove(&conv);
             }
         }
     }
@@ -926,7 +933,7 @@ impl Node {
         match &result {
             Ok(Some(i)) => {
                 self.reset_backoff(peer);
-                self.report(conv, peer, i);
+                self.report(conv, peer, i).await;
             }
             Ok(None) => self.reset_backoff(peer),
             Err(NodeError::Sync(SyncError::Rejected(r))) => {
@@ -1016,9 +1023,9 @@ impl Node {
             None => None,
             Some(r) => {
                 let node = self.clone();
+                // Taken here, asynchronously: waiting for it holds no thread.
+                let mut g = self.graph(&conv).lock_owned().await;
                 let task = off_workers(move || {
-                    let graph = node.graph(&conv);
-                    let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
                     let signer = node.inner.me.signer();
                     let policy = if deferred_before {
                         sync::MergePolicy::Always(&signer)
@@ -1112,13 +1119,12 @@ impl Node {
         peer: DeviceId,
         tip: CommitId,
     ) -> Result<Option<Integrated>, NodeError> {
-        if self.is_integrated(&conv, &tip) {
+        if self.is_integrated(&conv, &tip).await {
             return Ok(None);
         }
         let node = self.clone();
+        let mut g = self.graph(&conv).lock_owned().await;
         let integrated = off_workers(move || {
-            let graph = node.graph(&conv);
-            let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
             let q = node
                 .inner
                 .storage
@@ -1138,7 +1144,7 @@ impl Node {
         if integrated.old_head == Some(integrated.head) {
             return Ok(None);
         }
-        self.report(conv, peer, &integrated);
+        self.report(conv, peer, &integrated).await;
         self.announce(conv, integrated.head).await;
         Ok(Some(integrated))
     }
@@ -1185,7 +1191,7 @@ impl Node {
 
     /// Reports what an integration made visible: every commit the new head reaches and the old
     /// one did not (so a branch stored beside the head is reported when it is merged).
-    fn report(&self, conv: ConversationId, peer: DeviceId, i: &Integrated) {
+    async fn report(&self, conv: ConversationId, peer: DeviceId, i: &Integrated) {
         if i.old_head.is_none() {
             self.emit(Event::ConversationReady { conv });
         }
@@ -1197,7 +1203,7 @@ impl Node {
                 conv,
             };
             let graph = self.graph(&conv);
-            let mut g = graph.lock().unwrap_or_else(|e| e.into_inner());
+            let mut g = graph.lock().await;
             let known: Vec<CommitId> = i.old_head.into_iter().collect();
             match g.missing(&src, &[i.head], &known) {
                 Ok(mut ids) => {

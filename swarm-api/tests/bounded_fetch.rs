@@ -683,7 +683,7 @@ async fn a_server_streams_a_large_history_one_object_at_a_time() {
     let me = alice.node.peer();
     let (mut client, mut server_end) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(async move {
-        let graph = std::sync::Mutex::new(swarm_api::graph::Graph::new());
+        let graph = tokio::sync::Mutex::new(swarm_api::graph::Graph::new());
         swarm_api::sync::serve(&mut server_end, me, &*storage, &Engine::default(), &graph).await
     });
     alice.storage.handed_big.store(0, Ordering::Relaxed);

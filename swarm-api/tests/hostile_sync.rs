@@ -69,7 +69,7 @@ async fn fetch_from_hostile(
 ) -> Option<sync::Integrated> {
     let (mut ours, theirs) = tokio::io::duplex(1 << 20);
     let server = tokio::spawn(answer(theirs, tip, objects));
-    let graph = std::sync::Mutex::new(Graph::new());
+    let graph = tokio::sync::Mutex::new(Graph::new());
     let (integrated, _) = sync::fetch(
         &mut ours,
         w.conv,
@@ -153,7 +153,7 @@ async fn a_device_revoked_in_the_conversation_is_not_served() {
             device: dev.device.id(),
             account: dev.uri(),
         };
-        let graph = std::sync::Mutex::new(Graph::new());
+        let graph = tokio::sync::Mutex::new(Graph::new());
         let st = &w.st;
         async move {
             let hello = Frame::Hello {
@@ -188,4 +188,124 @@ async fn a_device_revoked_in_the_conversation_is_not_served() {
         other => panic!("served a revoked device: {other:?}"),
     }
     assert!(matches!(serve_to(&a).await, Frame::BundleStart { .. }));
+}
+
+/// A stream that reports (once) when it has handed its reader the first bytes.
+struct ReportsFirstRead {
+    inner: tokio::io::DuplexStream,
+    first: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl tokio::io::AsyncRead for ReportsFirstRead {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            if let Some(tx) = self.first.take() {
+                let _ = tx.send(());
+            }
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for ReportsFirstRead {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A serve that must wait for the conversation's graph (an integration holds it on the
+/// blocking pool, for as long as validation and the write take) holds no runtime worker:
+/// on a runtime of one worker, another task still runs meanwhile, and the serve answers once
+/// the graph is released. (With a blocking lock the only worker would wait inside the serve
+/// and nothing else would run: QUIC, timers, the control socket.)
+#[test]
+fn a_serve_waiting_for_the_graph_holds_no_runtime_worker() {
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = (P::new("Alice"), P::new("Bob"));
+    let w = W::new(&a, Mode::InvitesOnly);
+    w.invite_and_join(&a, &b);
+    let w = Arc::new(w);
+    let graph = Arc::new(tokio::sync::Mutex::new(Graph::new()));
+    let integration = graph.clone().try_lock_owned().unwrap();
+    let (mut ours, theirs) = tokio::io::duplex(1 << 20);
+    let hello = Frame::Hello {
+        version: sync::wire::VERSION,
+        conv: w.conv,
+        head: None,
+    };
+    rt.block_on(ours.write_all(&hello.encode())).unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let mut theirs = ReportsFirstRead {
+        inner: theirs,
+        first: Some(first_tx),
+    };
+    let peer = sync::Peer {
+        device: b.device.id(),
+        account: b.uri(),
+    };
+    let serving = {
+        let (w, graph) = (w.clone(), graph.clone());
+        rt.spawn(
+            async move { sync::serve(&mut theirs, peer, &w.st, &Engine::default(), &graph).await },
+        )
+    };
+    // The serve read the hello: in the same poll it goes on to take the graph.
+    first_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the serve read the hello");
+    let (ping_tx, ping_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = ping_tx.send(());
+    });
+    let pinged = ping_rx.recv_timeout(std::time::Duration::from_secs(60));
+    drop(integration);
+    assert!(
+        pinged.is_ok(),
+        "a task could not run while the serve waited for the graph"
+    );
+    let answer = rt.block_on(async {
+        let mut dec = Decoder::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = dec.next_frame().unwrap() {
+                break f;
+            }
+            let n = ours.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the serve closed without answering");
+            dec.push(&buf[..n]);
+        }
+    });
+    assert!(
+        matches!(answer, Frame::BundleStart { .. }),
+        "the serve answered the member's hello once the graph was free: {answer:?}"
+    );
+    drop(ours);
+    let _ = rt.block_on(serving);
 }

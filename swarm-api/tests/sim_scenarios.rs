@@ -973,7 +973,7 @@ async fn a_stored_branch_is_merged_by_its_holder_when_the_designated_merger_neve
         "the branch is stored"
     );
     assert!(
-        !lo_p.node.is_integrated(&conv, &hi_msg),
+        !lo_p.node.is_integrated(&conv, &hi_msg).await,
         "stored beside the head is not integrated"
     );
     assert!(!lo_p.timeline(conv).contains(&hi_msg), "not displayed yet");

@@ -18,11 +18,72 @@ pub const MAX_PENDING: usize = 256;
 /// At most this many pending invitations come from one account: a flood from one sender
 /// replaces its own oldest ones, never the others'.
 pub const MAX_PENDING_PER_SENDER: usize = 16;
+/// An account's invitations are taken at most this many at once...
+pub const INVITATION_BURST: u32 = 20;
+/// ...and then one per this much time (a token bucket per account): a sender flooding
+/// invitations costs a file write per [`INVITATION_EVERY`], not one per signal.
+pub const INVITATION_EVERY: std::time::Duration = std::time::Duration::from_secs(6);
+/// At most this many accounts' buckets are remembered (full ones are forgotten first).
+pub const MAX_RATED_SENDERS: usize = 4096;
 /// At most this many addresses learned from connections are remembered (the oldest go first);
 /// addresses the user added are always kept.
 pub const MAX_LEARNED: usize = 1024;
 /// Titles and modes announced by inviters are cut to this many characters.
 pub const MAX_ANNOUNCED: usize = 200;
+
+/// How many invitations each account may still send now: a token bucket per account of
+/// [`INVITATION_BURST`] tokens, one more every [`INVITATION_EVERY`]. Bounded: past
+/// [`MAX_RATED_SENDERS`] accounts, those whose bucket is full (as good as unknown) are
+/// forgotten, then, if that is not enough, everyone (bounded memory over strictness: a swarm
+/// of fresh accounts gets at most one burst each).
+#[derive(Debug, Default)]
+pub struct InvitationRate {
+    buckets: std::collections::HashMap<AccountUri, (u32, std::time::Instant)>,
+}
+
+impl InvitationRate {
+    /// Takes one token of `from` at `now`: whether its invitation is taken.
+    pub fn allow(&mut self, from: AccountUri, now: std::time::Instant) -> bool {
+        let refill = |(tokens, since): (u32, std::time::Instant)| {
+            let gained = now.saturating_duration_since(since).as_nanos()
+                / INVITATION_EVERY.as_nanos().max(1);
+            let gained = u32::try_from(gained).unwrap_or(u32::MAX);
+            if tokens.saturating_add(gained) >= INVITATION_BURST {
+                (INVITATION_BURST, now)
+            } else {
+                // Keep the remainder: the next token comes INVITATION_EVERY after the last.
+                (tokens + gained, since + INVITATION_EVERY * gained)
+            }
+        };
+        if !self.buckets.contains_key(&from) && self.buckets.len() >= MAX_RATED_SENDERS {
+            self.buckets.retain(|_, b| refill(*b).0 < INVITATION_BURST);
+            if self.buckets.len() >= MAX_RATED_SENDERS {
+                self.buckets.clear();
+            }
+        }
+        let bucket = self
+            .buckets
+            .get(&from)
+            .copied()
+            .map_or((INVITATION_BURST, now), refill);
+        let (allowed, bucket) = match bucket.0 {
+            0 => (false, bucket),
+            n => (true, (n - 1, bucket.1)),
+        };
+        self.buckets.insert(from, bucket);
+        allowed
+    }
+
+    /// How many accounts' buckets are remembered.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no bucket is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
 
 /// The payload of an [`INVITE`] signal: what the inviter says about the conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +173,7 @@ impl Requests {
     fn evict_oldest_of(&mut self, from: &AccountUri) {
         if let Some(i) = self.requests.iter().position(|r| r.from == *from) {
             let gone = self.requests.remove(i);
-            tracing::info!(target: "swarm_api::host", conv = %gone.id, from = %gone.from, "too many pending invitations: the sender's oldest dropped");
+            tracing::debug!(target: "swarm_api::host", conv = %gone.id, from = %gone.from, "too many pending invitations: the sender's oldest dropped");
         }
     }
 
@@ -377,6 +438,54 @@ mod tests {
         }
         // The flooder's newest are the ones kept.
         assert!(r.get(&req(10_000, 1).id).is_some());
+    }
+
+    #[test]
+    fn a_flooding_sender_gets_its_burst_then_one_invitation_per_interval() {
+        let mut rate = InvitationRate::default();
+        let (flooder, honest) = (req(0, 1).from, req(0, 2).from);
+        let t0 = std::time::Instant::now();
+        let taken = (0..10_000).filter(|_| rate.allow(flooder, t0)).count();
+        assert_eq!(taken, INVITATION_BURST as usize, "one burst, then nothing");
+        assert!(rate.allow(honest, t0), "another account is not affected");
+        let almost = t0 + INVITATION_EVERY - std::time::Duration::from_millis(1);
+        assert!(!rate.allow(flooder, almost), "no token before the interval");
+        let later = t0 + INVITATION_EVERY;
+        assert!(rate.allow(flooder, later), "one token per interval");
+        assert!(!rate.allow(flooder, later));
+        let much_later = t0 + INVITATION_EVERY * 1000;
+        let taken = (0..10_000)
+            .filter(|_| rate.allow(flooder, much_later))
+            .count();
+        assert_eq!(
+            taken, INVITATION_BURST as usize,
+            "refilled to one burst, no more"
+        );
+    }
+
+    #[test]
+    fn invitation_buckets_stay_bounded_and_busy_senders_are_remembered_first() {
+        let mut rate = InvitationRate::default();
+        let uri =
+            |i: u64| -> AccountUri { format!("{:040x}", 1_000_000 + i).parse().expect("uri") };
+        let t0 = std::time::Instant::now();
+        for i in 0..MAX_RATED_SENDERS as u64 - 1 {
+            assert!(rate.allow(uri(i), t0), "one invitation each");
+        }
+        // Later, their buckets are full again (as good as unknown); the flooder drains its own.
+        let later = t0 + INVITATION_EVERY * INVITATION_BURST;
+        let flooder = req(0, 1).from;
+        while rate.allow(flooder, later) {}
+        assert_eq!(rate.len(), MAX_RATED_SENDERS);
+        // One more account: the full buckets are forgotten, the flooder's empty one is not.
+        assert!(rate.allow(uri(u64::MAX / 2), later));
+        assert_eq!(rate.len(), 2, "the flooder and the newcomer");
+        assert!(!rate.allow(flooder, later), "the flooder is still refused");
+        // A swarm of fresh accounts, each draining its burst: the cap holds.
+        for i in 0..2 * MAX_RATED_SENDERS as u64 {
+            while rate.allow(uri(10_000_000 + i), later) {}
+            assert!(rate.len() <= MAX_RATED_SENDERS);
+        }
     }
 
     #[test]

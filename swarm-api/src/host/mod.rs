@@ -49,8 +49,9 @@ mod mux;
 pub mod rpc;
 
 pub use books::{
-    destination, Invitation, PeerBook, PeerEntry, Request, Requests, Source, INVITE, MAX_ANNOUNCED,
-    MAX_LEARNED, MAX_PENDING, MAX_PENDING_PER_SENDER,
+    destination, Invitation, InvitationRate, PeerBook, PeerEntry, Request, Requests, Source,
+    INVITATION_BURST, INVITATION_EVERY, INVITE, MAX_ANNOUNCED, MAX_LEARNED, MAX_PENDING,
+    MAX_PENDING_PER_SENDER, MAX_RATED_SENDERS,
 };
 pub use crls::KnownCrls;
 pub use home::{Home, HomeError, Identity};
@@ -281,6 +282,7 @@ impl HostBuilder {
                 invites_rx: Mutex::new(Some(invites_rx)),
                 started: AtomicBool::new(false),
                 tasks: Mutex::default(),
+                rated_invitations: Default::default(),
             }),
         })
     }
@@ -335,6 +337,8 @@ struct Inner {
     invites_rx: Mutex<Option<mpsc::Receiver<(Peer, Signal)>>>,
     started: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Invitations dropped because their sender was over its rate.
+    rated_invitations: std::sync::atomic::AtomicU64,
 }
 
 /// A running swarm node for an app. Cheap to clone (all clones are the same host).
@@ -1068,16 +1072,17 @@ impl Host {
         lock(&self.inner.dials).clear();
         let before = self.inner.mux.blocked();
         for d in book.blocked.iter().filter(|d| !before.contains(d)) {
-            self.apply_block(*d, true).await;
+            self.apply_block(*d, true);
         }
         for d in before.iter().filter(|d| !book.blocked.contains(d)) {
-            self.apply_block(*d, false).await;
+            self.apply_block(*d, false);
         }
         Ok(())
     }
 
     /// Refuses `device` (its channels and signals are dropped, none are sent to it), or
-    /// takes it back (it is synced with at once if connected); whether that changed anything.
+    /// takes it back (a sync with it starts at once, in the background, if it is connected);
+    /// whether that changed anything.
     pub async fn block(&self, device: DeviceId, blocked: bool) -> Result<bool, HostError> {
         let changed = PeerBook::update(&self.inner.home, |b| {
             if blocked {
@@ -1086,11 +1091,14 @@ impl Host {
                 b.blocked.remove(&device)
             }
         })?;
-        self.apply_block(device, blocked).await;
+        self.apply_block(device, blocked);
         Ok(changed)
     }
 
-    async fn apply_block(&self, device: DeviceId, blocked: bool) {
+    /// Applies a block to the transports' filter; a device taken back is synced with in the
+    /// background (a sync can take up to the idle timeout: the caller, often a control
+    /// request, does not wait for it).
+    fn apply_block(&self, device: DeviceId, blocked: bool) {
         self.inner.mux.set_blocked(device, blocked);
         if !blocked {
             if let Some(p) = self
@@ -1100,9 +1108,18 @@ impl Host {
                 .into_iter()
                 .find(|p| p.device == device)
             {
-                self.on_connected(p).await;
+                let host = self.clone();
+                tokio::spawn(async move { host.on_connected(p).await });
             }
         }
+    }
+
+    /// How many invitations were dropped unread because their sender's account was over its
+    /// rate ([`INVITATION_BURST`], then one per [`INVITATION_EVERY`]).
+    pub fn rate_limited_invitations(&self) -> u64 {
+        self.inner
+            .rated_invitations
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The devices connected now (refused ones left out).
@@ -1158,9 +1175,18 @@ impl Host {
     async fn receive_invitations(self, mut rx: mpsc::Receiver<(Peer, Signal)>) {
         let me = self.peer().account;
         let cut = |s: Option<String>| s.map(|s| s.chars().take(MAX_ANNOUNCED).collect::<String>());
+        let mut rate = InvitationRate::default();
         while let Some((from, signal)) = rx.recv().await {
+            // Cheapest first: a sender past its rate costs no parse, lookup or file write.
+            if !rate.allow(from.account, Instant::now().into_std()) {
+                self.inner
+                    .rated_invitations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(target: LOG, account = %from.account, "invitation dropped: the sender is over its rate");
+                continue;
+            }
             let Ok(inv) = serde_json::from_slice::<Invitation>(&signal.payload) else {
-                tracing::info!(target: LOG, device = %from.device, "malformed invitation ignored");
+                tracing::debug!(target: LOG, device = %from.device, "malformed invitation ignored");
                 continue;
             };
             let conv = inv.conversation;
@@ -1375,6 +1401,95 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A member flooding invitations (to conversations that do not exist) gets one burst of
+    /// them kept and reported, the rest are dropped unread; another account's invitation
+    /// after the flood is kept.
+    #[tokio::test]
+    async fn an_invitation_flood_costs_one_burst_and_others_still_get_through() {
+        use crate::sim::SimNetwork;
+        use crate::traits::Transport as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = SimNetwork::new(3);
+        let identity = |name: &str| {
+            Home::new(dir.path().join(name))
+                .create_identity(name)
+                .expect("identity")
+                .into_local()
+        };
+        let alice_me = identity("alice");
+        let alice_peer = alice_me.peer();
+        let alice_device = alice_peer.device;
+        let alice = Host::builder(Home::new(dir.path().join("alice")), alice_me)
+            .storage(Arc::new(crate::storage::MemoryStorage::new()))
+            .transport(Arc::new(net.join(alice_peer)))
+            .build()
+            .expect("host");
+        let mut events = alice.events();
+        alice.start();
+        let (mallory, bob) = (identity("mallory").peer(), identity("bob").peer());
+        let (mallory_net, bob_net) = (net.join(mallory), net.join(bob));
+        let invite = |n: u64| Signal {
+            kind: INVITE.into(),
+            payload: serde_json::to_vec(&Invitation {
+                conversation: format!("{n:040x}").parse().expect("id"),
+                title: Some("free stuff".into()),
+                mode: None,
+            })
+            .expect("json"),
+        };
+        let flood = 200;
+        for n in 0..flood {
+            mallory_net
+                .send_signal(Destination::Device(alice_device), invite(n + 1))
+                .await
+                .expect("sent");
+        }
+        let real: ConversationId = format!("{:040x}", 0xb0b).parse().expect("id");
+        bob_net
+            .send_signal(Destination::Device(alice_device), invite(0xb0b))
+            .await
+            .expect("sent");
+        let mut from_mallory = 0;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::InvitationReceived { conv, from, .. }) => {
+                        if from.account == mallory.account {
+                            from_mallory += 1;
+                        } else if conv == real {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("events: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("bob's invitation is reported");
+        assert_eq!(
+            from_mallory, INVITATION_BURST,
+            "one burst of the flood is taken"
+        );
+        assert_eq!(
+            alice.rate_limited_invitations(),
+            flood - u64::from(INVITATION_BURST),
+            "the rest is dropped unread"
+        );
+        let requests = alice.requests().expect("requests");
+        assert!(requests
+            .iter()
+            .any(|r| r.id == real && r.from == bob.account));
+        assert!(
+            requests
+                .iter()
+                .filter(|r| r.from == mallory.account)
+                .count()
+                <= MAX_PENDING_PER_SENDER
+        );
+        alice.shutdown();
+    }
 
     #[test]
     fn dialling_backs_off_exponentially_up_to_the_cap_one_attempt_at_a_time() {

@@ -1248,16 +1248,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     peer: Peer,
     storage: &dyn Storage,
     engine: &Engine,
-    graph: &std::sync::Mutex<Graph>,
+    graph: &tokio::sync::Mutex<Graph>,
 ) -> Result<ServerStats, SyncError> {
     let mut server = Server::new(peer);
     let mut dec = Decoder::new();
     while !server.is_done() {
         let frame = read_frame(stream, &mut dec).await?;
         let out = {
-            let mut g = graph
-                .lock()
-                .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
+            // An async lock: while an integration holds the graph (on the blocking pool), a
+            // serve waits without holding a runtime worker.
+            let mut g = graph.lock().await;
             server.respond(frame, storage, engine, &mut g)?
         };
         write_frames(stream, &out).await?;
@@ -1288,7 +1288,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     conv: ConversationId,
     storage: &dyn Storage,
     engine: &Engine,
-    graph: &std::sync::Mutex<Graph>,
+    graph: &tokio::sync::Mutex<Graph>,
     merge: MergePolicy<'_>,
     time: i64,
     limits: BundleLimits,
@@ -1316,7 +1316,7 @@ pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
     conv: ConversationId,
     storage: &dyn Storage,
     engine: &Engine,
-    graph: &std::sync::Mutex<Graph>,
+    graph: &tokio::sync::Mutex<Graph>,
     merge: MergePolicy<'_>,
     time: i64,
     limits: BundleLimits,
@@ -1326,9 +1326,7 @@ pub async fn fetch_with_progress<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(received) = received else {
         return Ok((None, stats));
     };
-    let mut g = graph
-        .lock()
-        .map_err(|_| SyncError::Io("graph lock poisoned".into()))?;
+    let mut g = graph.lock().await;
     let integrated = received.integrate(engine, &mut g, merge, time)?;
     Ok((Some(integrated), stats))
 }
