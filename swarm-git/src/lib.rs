@@ -336,21 +336,55 @@ impl GitStorage {
     /// have gained a fan-out directory). Loose objects already stored are synced too: a write
     /// that crashed earlier may have left them in the page cache only, and this write is
     /// about to make a ref point at them.
+    ///
+    /// Loose objects are written so that a crash at any point (a kill, a power loss) leaves
+    /// every stored commit whole: first everything that is not a commit, synced, then the
+    /// commits parents first, each synced before the next. A fetch decides what it has by
+    /// the commits it finds stored; a commit stored without its parent would make it tell
+    /// peers it has a history it lacks, and every later fetch would miss that parent. (A
+    /// pack is all or nothing: its index is renamed into place last.)
     fn write_objects_durably(
         repo: &gix::Repository,
         payload: Payload<'_>,
     ) -> Result<Option<pack::Written>, StorageError> {
         let objects_dir = repo.git_dir().join("objects");
-        if let Some(pack) = Self::write_objects(repo, payload)? {
-            pack.sync(&objects_dir)?;
-            return Ok(Some(pack));
+        match payload {
+            Payload::Objects(objects) if objects.len() < PACK_THRESHOLD => {
+                let (commits, others): (Vec<&Object>, Vec<&Object>) = objects
+                    .iter()
+                    .partition(|o| o.kind == gix::object::Kind::Commit);
+                Self::write_loose_durably(repo, &objects_dir, &others)?;
+                for commit in commits_parents_first(&commits) {
+                    Self::write_loose_durably(repo, &objects_dir, &[commit])?;
+                }
+                Ok(None)
+            }
+            payload => {
+                let pack = Self::write_objects(repo, payload)?
+                    .ok_or_else(|| err("a pack write wrote no pack"))?;
+                pack.sync(&objects_dir)?;
+                Ok(Some(pack))
+            }
         }
-        let Payload::Objects(objects) = payload else {
-            return Ok(None);
-        };
+    }
+
+    /// Writes `objects` loose (those not stored yet) and syncs them, their fan-out directories
+    /// and `objects/`.
+    fn write_loose_durably(
+        repo: &gix::Repository,
+        objects_dir: &Path,
+        objects: &[&Object],
+    ) -> Result<(), StorageError> {
         let mut dirs = std::collections::BTreeSet::new();
         for obj in objects {
-            let hex = obj.id().to_hex().to_string();
+            let id = obj.id();
+            if !repo.objects.exists(&id) {
+                let written = repo.objects.write_buf(obj.kind, &obj.data).map_err(err)?;
+                if written != id {
+                    return Err(err(format!("object {id} was stored as {written}")));
+                }
+            }
+            let hex = id.to_hex().to_string();
             let dir = objects_dir.join(&hex[..2]);
             let file = dir.join(&hex[2..]);
             // Not loose (e.g. packed by a `git gc`): nothing of ours to sync.
@@ -362,9 +396,9 @@ impl GitStorage {
             durable::sync_dir(dir).map_err(err)?;
         }
         if !dirs.is_empty() {
-            durable::sync_dir(&objects_dir).map_err(err)?;
+            durable::sync_dir(objects_dir).map_err(err)?;
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Moves [`HEAD_REF`] to `new` if it is `expected` (compare-and-swap under Git's ref
@@ -934,6 +968,45 @@ impl swarm_api::object::ObjectSource for GitRepoReader {
     }
 }
 
+/// `commits` ordered so that each comes after those of its parents that are among them.
+/// (A commit gix cannot read is written where it comes: validation, not storage, judges
+/// commits, and storage must not refuse what it passed.)
+fn commits_parents_first<'a>(commits: &[&'a Object]) -> Vec<&'a Object> {
+    let mut parents: HashMap<gix::ObjectId, Vec<gix::ObjectId>> = HashMap::new();
+    for c in commits {
+        if let Ok(parsed) = gix::objs::CommitRef::from_bytes(&c.data, gix::hash::Kind::Sha1) {
+            parents.insert(c.id(), parsed.parents().collect());
+        }
+    }
+    let by_id: HashMap<gix::ObjectId, &'a Object> = commits.iter().map(|c| (c.id(), *c)).collect();
+    let mut out = Vec::with_capacity(commits.len());
+    let mut done = std::collections::HashSet::new();
+    let mut opened = std::collections::HashSet::new();
+    // Depth first, iteratively (a chain of commits is as deep as it is long).
+    for c in commits {
+        let mut stack = vec![(c.id(), false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if done.contains(&id) || (!expanded && !opened.insert(id)) {
+                continue;
+            }
+            if expanded {
+                done.insert(id);
+                if let Some(o) = by_id.get(&id) {
+                    out.push(*o);
+                }
+                continue;
+            }
+            stack.push((id, true));
+            for p in parents.get(&id).into_iter().flatten() {
+                if by_id.contains_key(p) && !done.contains(p) {
+                    stack.push((*p, false));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Serializes the writers of one repository, across threads and processes, and survives
 /// writers that die holding it.
 ///
@@ -1418,6 +1491,60 @@ mod tests {
     use swarm_api::body::{Body, Mode};
     use swarm_api::repo::{create_conversation, Repo};
     use swarm_api::testing::{Person, T};
+
+    /// A commit object with these parents (its tree need not exist for ordering).
+    fn raw_commit(parents: &[gix::ObjectId], msg: &str) -> Object {
+        let mut text = format!(
+            "tree {}\n",
+            gix::ObjectId::empty_tree(gix::hash::Kind::Sha1)
+        );
+        for p in parents {
+            text.push_str(&format!("parent {p}\n"));
+        }
+        text.push_str("author A <a> 0 +0000\ncommitter A <a> 0 +0000\n\n");
+        text.push_str(msg);
+        Object {
+            kind: gix::object::Kind::Commit,
+            data: text.into_bytes(),
+        }
+    }
+
+    /// Loose commits are written parents first, whatever order a batch comes in, so a write
+    /// cut short (a kill) never leaves a stored commit whose parent is missing (seen in the
+    /// soak: a node killed mid-fetch kept a child without its parent, told peers it had it,
+    /// and could never fetch that parent again).
+    #[test]
+    fn commits_are_ordered_parents_first() {
+        let outside = raw_commit(&[], "stored before");
+        let c1 = raw_commit(&[outside.id()], "1");
+        let c2 = raw_commit(&[c1.id()], "2");
+        let c3 = raw_commit(&[c2.id()], "3");
+        let x = raw_commit(&[c1.id()], "x");
+        let m = raw_commit(&[c3.id(), x.id()], "merge");
+        let all = [&c1, &c2, &c3, &x, &m];
+        let orders: [Vec<&Object>; 3] = [
+            vec![&m, &c3, &x, &c2, &c1],
+            vec![&c2, &m, &c1, &x, &c3],
+            all.to_vec(),
+        ];
+        for input in orders {
+            let out = commits_parents_first(&input);
+            assert_eq!(out.len(), all.len(), "each commit once");
+            let pos = |o: &Object| out.iter().position(|c| c.id() == o.id()).expect("present");
+            for (child, parent) in [(&c2, &c1), (&c3, &c2), (&x, &c1), (&m, &c3), (&m, &x)] {
+                assert!(
+                    pos(parent) < pos(child),
+                    "a parent is written before its child"
+                );
+            }
+        }
+        let junk = Object {
+            kind: gix::object::Kind::Commit,
+            data: b"not a commit".to_vec(),
+        };
+        let out = commits_parents_first(&[&c2, &junk, &c1]);
+        assert_eq!(out.len(), 3, "a commit gix cannot read is still written");
+    }
 
     /// The PID of a process that has exited (and was reaped).
     fn dead_pid() -> u32 {

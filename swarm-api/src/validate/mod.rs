@@ -447,38 +447,62 @@ pub struct Engine {
     validators: Vec<Arc<dyn crate::traits::Validator>>,
     loader: Option<Arc<dyn PluginLoader>>,
     /// Pinned plugins loaded, by blob id (loading is a pure function of the blob).
-    pinned: Mutex<HashMap<ObjectId, Loaded>>,
-    parsed: Mutex<HashMap<ObjectId, state::Parsed>>,
+    pinned: Mutex<Memo<ObjectId, Loaded>>,
+    /// Certificates and CRLs parsed, by blob id.
+    parsed: Mutex<Memo<ObjectId, state::Parsed>>,
     /// Device certificate chains already verified (they depend only on their blobs).
-    chains: Mutex<HashSet<rules::ChainKey>>,
+    chains: Mutex<Memo<rules::ChainKey, ()>>,
     /// Membership states of recent commits (a pure function of the commit): the heads a node
     /// serves and syncs onto are looked up again and again.
-    states: Mutex<StateCache>,
+    states: Mutex<Memo<(ConversationId, CommitId), Arc<State>>>,
 }
 
-/// A small bounded memo of states, oldest evicted first.
-#[derive(Default)]
-pub(crate) struct StateCache {
-    map: HashMap<(ConversationId, CommitId), Arc<State>>,
-    order: std::collections::VecDeque<(ConversationId, CommitId)>,
+/// A bounded memo, oldest evicted first: every cache of the engine is one, so what peers
+/// make a node remember (certificates, plugins, states) never grows without bound.
+pub(crate) struct Memo<K, V> {
+    map: HashMap<K, V>,
+    order: std::collections::VecDeque<K>,
+    capacity: usize,
 }
 
-impl StateCache {
-    const CAPACITY: usize = 256;
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Memo<K, V> {
+    /// Memoised plugins (compiled modules are large).
+    pub(crate) const PLUGINS: usize = 64;
+    /// Memoised certificates, CRLs and verified chains.
+    pub(crate) const CERTIFICATES: usize = 4096;
+    /// Memoised membership states.
+    pub(crate) const STATES: usize = 256;
 
-    pub(crate) fn get(&self, key: &(ConversationId, CommitId)) -> Option<Arc<State>> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.map.get(key).cloned()
     }
 
-    pub(crate) fn insert(&mut self, key: (ConversationId, CommitId), state: Arc<State>) {
-        if self.map.insert(key, state).is_none() {
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub(crate) fn insert(&mut self, key: K, value: V) {
+        if self.map.insert(key.clone(), value).is_none() {
             self.order.push_back(key);
-            while self.order.len() > Self::CAPACITY {
+            while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.map.remove(&old);
                 }
             }
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -517,10 +541,12 @@ impl Engine {
             types: BTreeMap::new(),
             validators: Vec::new(),
             loader: None,
-            pinned: Mutex::new(HashMap::new()),
-            parsed: Mutex::new(HashMap::new()),
-            chains: Mutex::new(HashSet::new()),
-            states: Mutex::new(StateCache::default()),
+            pinned: Mutex::new(Memo::new(Memo::<ObjectId, Loaded>::PLUGINS)),
+            parsed: Mutex::new(Memo::new(Memo::<ObjectId, state::Parsed>::CERTIFICATES)),
+            chains: Mutex::new(Memo::new(Memo::<rules::ChainKey, ()>::CERTIFICATES)),
+            states: Mutex::new(Memo::new(
+                Memo::<(ConversationId, CommitId), Arc<State>>::STATES,
+            )),
         }
     }
 
@@ -569,7 +595,7 @@ impl Engine {
                 "this node cannot run plugins (no plugin loader)".into(),
             ));
         };
-        if let Some(r) = self.pinned.lock().ok().and_then(|m| m.get(id).cloned()) {
+        if let Some(r) = self.pinned.lock().ok().and_then(|m| m.get(id)) {
             return r.map_err(Violation::PluginFiles);
         }
         let loaded = loader.load(&bytes()?);
@@ -585,7 +611,7 @@ impl Engine {
 
     fn chain_ok(&self, key: rules::ChainKey) {
         if let Ok(mut c) = self.chains.lock() {
-            c.insert(key);
+            c.insert(key, ());
         }
     }
 
@@ -785,4 +811,23 @@ fn full_state(
 ) -> Result<State, Violation> {
     let files: Files = read_tree(src, tree, limits.tree)?;
     Ok(State::from_files(mode, files))
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::Memo;
+
+    #[test]
+    fn a_memo_keeps_its_newest_entries_up_to_its_capacity() {
+        let mut m: Memo<u32, u32> = Memo::new(3);
+        for i in 0..1000 {
+            m.insert(i, i * 2);
+            assert!(m.len() <= 3);
+        }
+        assert_eq!(m.get(&999), Some(1998));
+        assert_eq!(m.get(&997), Some(1994));
+        assert!(!m.contains(&996), "the oldest went first");
+        m.insert(999, 0);
+        assert_eq!(m.len(), 3, "inserting a known key adds nothing");
+    }
 }

@@ -131,13 +131,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn parsed(&self, path: &str, id: &ObjectId) -> Result<Parsed, Violation> {
-        if let Some(p) = self
-            .engine
-            .parsed
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).cloned())
-        {
+        if let Some(p) = self.engine.parsed.lock().ok().and_then(|m| m.get(id)) {
             return Ok(p);
         }
         let data = self.blob(path, id)?;
