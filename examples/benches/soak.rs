@@ -32,7 +32,7 @@
 //!
 //! `cargo bench -p swarm-examples --bench soak`: 20 honest nodes, 2 hostile, 10 minutes
 //! (`SOAK_SECS`, `SOAK_NODES`, `SOAK_HOSTILE`, `SOAK_FLOOD` announcements per second per honest
-//! device per hostile peer, `SOAK_DEADLINE`, `SOAK_SEED`; `SOAK_KEEP=1` keeps the homes and
+//! device per hostile peer, `SOAK_DEADLINE`, `SOAK_SEED`, `SOAK_LOG` for what the servers log; `SOAK_KEEP=1` keeps the homes and
 //! their `serve.log`). Under `cargo test` (no `--bench`): 3 honest nodes and 1 hostile for
 //! about 20 s, as a smoke test.
 
@@ -360,7 +360,10 @@ impl Honest {
             cmd.args(["--peer", &p.to_string()]);
         }
         let mut child = cmd
-            .env("SWARM_LOG", SERVE_LOG)
+            .env(
+                "SWARM_LOG",
+                std::env::var("SOAK_LOG").unwrap_or_else(|_| SERVE_LOG.to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -1024,6 +1024,7 @@ impl Node {
             Some(r) => {
                 let node = self.clone();
                 // Taken here, asynchronously: waiting for it holds no thread.
+                let asked = std::time::Instant::now();
                 let mut g = self.graph(&conv).lock_owned().await;
                 let task = off_workers(move || {
                     let signer = node.inner.me.signer();
@@ -1037,7 +1038,12 @@ impl Node {
                     };
                     r.integrate(&node.inner.engine, &mut g, policy, unix_now())
                 });
-                Some(task.await??)
+                let integrated = task.await??;
+                let took = asked.elapsed();
+                if took > Duration::from_secs(1) {
+                    tracing::debug!(target: "swarm_api::node", %conv, %peer, ?took, "a slow integration (waiting for the graph included)");
+                }
+                Some(integrated)
             }
         };
         {

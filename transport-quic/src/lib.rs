@@ -99,8 +99,17 @@ pub enum QuicError {
 pub struct QuicConfig {
     /// Giving up on a connection attempt after this long.
     pub connect_timeout: Duration,
-    /// Connections without traffic are closed after this long.
+    /// Connections without traffic are closed after this long. With [`keep_alive`] below
+    /// it, a live connection always has traffic, so this is how long a peer that vanished
+    /// (killed, unplugged: no close ever arrives) keeps its connection, and how long a stream
+    /// to it waits before failing with "connection lost".
+    ///
+    /// [`keep_alive`]: QuicConfig::keep_alive
     pub idle_timeout: Duration,
+    /// A PING is sent after this long without traffic, so idle but live connections stay
+    /// open and a dead one is noticed after [`idle_timeout`](QuicConfig::idle_timeout).
+    /// `None`: no keep-alive (idle connections close).
+    pub keep_alive: Option<Duration>,
     /// An incoming stream must deliver its header (or signal) within this long.
     pub header_timeout: Duration,
     /// CRLs of accounts, consulted at every handshake (our own account's CRL from the
@@ -112,7 +121,8 @@ impl Default for QuicConfig {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(15),
+            keep_alive: Some(Duration::from_secs(4)),
             header_timeout: Duration::from_secs(10),
             crls: None,
         }
@@ -124,6 +134,7 @@ impl std::fmt::Debug for QuicConfig {
         f.debug_struct("QuicConfig")
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("keep_alive", &self.keep_alive)
             .field("header_timeout", &self.header_timeout)
             .field("crls", &self.crls.is_some())
             .finish()
@@ -210,6 +221,7 @@ impl QuicTransport {
             quinn::IdleTimeout::try_from(config.idle_timeout)
                 .map_err(|e| QuicError::Tls(format!("idle timeout: {e}")))?,
         ));
+        transport.keep_alive_interval(config.keep_alive);
         let transport = Arc::new(transport);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             QuicServerConfig::try_from(server_tls).map_err(|e| QuicError::Tls(e.to_string()))?,

@@ -562,3 +562,68 @@ async fn a_device_revoked_in_a_stored_conversation_is_refused_at_the_handshake()
         .await
         .expect("the account's other device connects");
 }
+
+/// Keep-alive and idle timeout: an idle but live connection stays open past the idle timeout
+/// (PINGs keep it busy), one without keep-alive closes, and a peer that vanishes without a
+/// word (its process gone: here its runtime is dropped, so no CONNECTION_CLOSE is ever sent)
+/// is noticed: its connection closes with a timeout instead of hanging every stream to it.
+#[test]
+fn a_live_idle_connection_is_kept_and_a_vanished_peer_is_noticed() {
+    let quick = |keep_alive| QuicConfig {
+        idle_timeout: Duration::from_secs(2),
+        keep_alive,
+        ..config()
+    };
+    let (alice_me, bob_me, carol_me, dave_me, erin_me) = (
+        identity_of(&account("Alice")),
+        identity_of(&account("Bob")),
+        identity_of(&account("Carol")),
+        identity_of(&account("Dave")),
+        identity_of(&account("Erin")),
+    );
+    let ours = tokio::runtime::Runtime::new().expect("runtime");
+    let theirs = tokio::runtime::Runtime::new().expect("runtime");
+    let keep = Some(Duration::from_millis(250));
+    let (alice, carol, dave, erin) = ours.block_on(async {
+        (
+            QuicTransport::bind(localhost(), &alice_me, quick(keep)).expect("bind"),
+            QuicTransport::bind(localhost(), &carol_me, quick(keep)).expect("bind"),
+            QuicTransport::bind(localhost(), &dave_me, quick(None)).expect("bind"),
+            QuicTransport::bind(localhost(), &erin_me, quick(None)).expect("bind"),
+        )
+    });
+    let (bob, bob_addr) = theirs
+        .block_on(async { QuicTransport::bind(localhost(), &bob_me, quick(keep)).expect("bind") });
+    ours.block_on(async {
+        let (_, to_carol) = alice.0.connect_addr(carol.1).await.expect("to carol");
+        // Neither side sends keep-alives (one side's PINGs would keep it open for both).
+        let (_, dave_to_erin) = dave.0.connect_addr(erin.1).await.expect("dave to erin");
+        let (_, to_bob) = alice.0.connect_addr(bob_addr).await.expect("to bob");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            to_carol.close_reason().is_none(),
+            "an idle live connection with keep-alive stays open: {:?}",
+            to_carol.close_reason()
+        );
+        assert!(
+            matches!(
+                dave_to_erin.close_reason(),
+                Some(quinn::ConnectionError::TimedOut)
+            ),
+            "without keep-alive an idle connection times out: {:?}",
+            dave_to_erin.close_reason()
+        );
+        assert!(to_bob.close_reason().is_none(), "bob is still there");
+        // Bob vanishes: his runtime (endpoint, connections) is gone without a close.
+        theirs.shutdown_background();
+        let closed = tokio::time::timeout(Duration::from_secs(60), to_bob.closed())
+            .await
+            .expect("the connection to a vanished peer ends");
+        assert!(
+            matches!(closed, quinn::ConnectionError::TimedOut),
+            "noticed by the idle timeout: {closed:?}"
+        );
+        assert!(to_carol.close_reason().is_none(), "carol is unaffected");
+    });
+    drop(bob);
+}

@@ -1257,7 +1257,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let out = {
             // An async lock: while an integration holds the graph (on the blocking pool), a
             // serve waits without holding a runtime worker.
+            let asked = std::time::Instant::now();
             let mut g = graph.lock().await;
+            let waited = asked.elapsed();
+            if waited > std::time::Duration::from_secs(1) {
+                tracing::debug!(target: "swarm_api::sync", peer = %peer.device, ?waited, "a serve waited for the conversation graph");
+            }
             server.respond(frame, storage, engine, &mut g)?
         };
         write_frames(stream, &out).await?;
