@@ -650,6 +650,9 @@ impl Node {
             commit,
         })
         .unwrap_or_default();
+        // All at once: a device that vanished costs its connect timeout once, not once per
+        // device after it (sent one by one, a send waited for every dead peer in turn).
+        let mut sends = tokio::task::JoinSet::new();
         for dev in devices {
             if dev == self.inner.me.device.id() {
                 continue;
@@ -658,15 +661,17 @@ impl Node {
                 kind: ANNOUNCE.into(),
                 payload: payload.clone(),
             };
-            if let Err(e) = self
-                .inner
-                .transport
-                .send_signal(Destination::Device(dev), signal)
-                .await
-            {
-                tracing::debug!(target: "swarm_api::node", %dev, error = %e, "announcement not sent");
-            }
+            let transport = self.inner.transport.clone();
+            sends.spawn(async move {
+                if let Err(e) = transport
+                    .send_signal(Destination::Device(dev), signal)
+                    .await
+                {
+                    tracing::debug!(target: "swarm_api::node", %dev, error = %e, "announcement not sent");
+                }
+            });
         }
+        while sends.join_next().await.is_some() {}
     }
 
     /// Serves incoming channels and signals until the transport closes.
