@@ -123,6 +123,7 @@ pub mod node;
 pub mod object;
 pub mod ops;
 pub mod order;
+pub mod rate;
 pub mod repo;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -53,6 +53,13 @@ pub const ANNOUNCE: &str = "application/im-gitmessage-id";
 /// many later fetches, not one per signal.
 pub const MAX_QUEUED_ANNOUNCEMENTS: usize = 64;
 
+/// An account's announcements are taken at most this many at once...
+pub const ANNOUNCE_BURST: u32 = 64;
+/// ...then one per this much time (20 a second): beyond it they are dropped before they are
+/// even parsed (a member announces each commit it makes; a missed one is caught up by the
+/// next announcement or resync).
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+
 /// The owned identity a node signs with.
 pub struct LocalIdentity {
     /// The account certificate.
@@ -102,6 +109,9 @@ pub struct NodeConfig {
     /// How long a device that deferred a merge to another device waits before merging the
     /// stored branch itself (the other device may be offline, or not allowed to sign).
     pub merge_delay: Duration,
+    /// Announcements each account may send: this many at once, then one per this long
+    /// (default [`ANNOUNCE_BURST`], [`ANNOUNCE_EVERY`]); beyond, they are dropped unread.
+    pub announce_rate: (u32, Duration),
 }
 
 impl Default for NodeConfig {
@@ -113,6 +123,7 @@ impl Default for NodeConfig {
             backoff_max: Duration::from_secs(300),
             bundle_limits: BundleLimits::default(),
             merge_delay: Duration::from_secs(5),
+            announce_rate: (ANNOUNCE_BURST, ANNOUNCE_EVERY),
         }
     }
 }
@@ -288,6 +299,10 @@ struct Inner {
     accounts: std::sync::Mutex<HashMap<DeviceId, AccountUri>>,
     /// Announcements ignored because their sender is not a member (or invited).
     ignored_announcements: std::sync::atomic::AtomicU64,
+    /// What each account may still announce ([`NodeConfig::announce_rate`]).
+    announce_rate: std::sync::Mutex<crate::rate::PerSender<AccountUri>>,
+    /// Announcements dropped unread because their sender's account was over its rate.
+    rated_announcements: std::sync::atomic::AtomicU64,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
     /// Our head when we last left a divergence with this peer to it (a second exchange from
@@ -502,6 +517,7 @@ impl Node {
         config: NodeConfig,
     ) -> Self {
         let (events, _) = broadcast::channel(4096);
+        let (burst, every) = config.announce_rate;
         Self {
             inner: Arc::new(Inner {
                 me,
@@ -513,6 +529,12 @@ impl Node {
                 backoff: Default::default(),
                 accounts: Default::default(),
                 ignored_announcements: Default::default(),
+                announce_rate: std::sync::Mutex::new(crate::rate::PerSender::new(
+                    burst,
+                    every,
+                    MAX_KNOWN_DEVICES,
+                )),
+                rated_announcements: Default::default(),
                 running: Default::default(),
                 queued: Default::default(),
                 deferred: Default::default(),
@@ -726,6 +748,19 @@ impl Node {
                 }
             }
             Incoming::Signal { from, signal } if signal.kind == ANNOUNCE => {
+                // Cheapest first: past its account's rate, a signal is not even parsed.
+                let allowed = self
+                    .inner
+                    .announce_rate
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .allow(from.account, Instant::now().into_std());
+                if !allowed {
+                    self.inner
+                        .rated_announcements
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
                 let Ok(a) = serde_json::from_slice::<Announce>(&signal.payload) else {
                     tracing::debug!(target: "swarm_api::node", peer = %from.device, "malformed announcement");
                     return;
@@ -781,6 +816,14 @@ impl Node {
                 false
             }
         }
+    }
+
+    /// How many announcements were dropped unread because their sender's account was over
+    /// its rate ([`NodeConfig::announce_rate`]).
+    pub fn rate_limited_announcements(&self) -> u64 {
+        self.inner
+            .rated_announcements
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many announcements were ignored because their sender is not a member.

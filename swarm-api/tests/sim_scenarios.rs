@@ -1071,7 +1071,18 @@ async fn an_announcement_flood_during_a_fetch_is_bounded() {
     use swarm_api::node::{ANNOUNCE, MAX_QUEUED_ANNOUNCEMENTS};
     use swarm_api::traits::{Destination, Signal, Transport};
     let net = SimNetwork::new(14);
-    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], Mode::InvitesOnly)).await;
+    // The queue is the second line: the per-account rate (tested apart) is lifted here.
+    let unrated = NodeConfig {
+        announce_rate: (u32::MAX, Duration::from_millis(1)),
+        ..config()
+    };
+    let (peers, conv) = Box::pin(group_with(
+        &net,
+        &["Alice", "Bob"],
+        Mode::InvitesOnly,
+        unrated,
+    ))
+    .await;
     let alice = &peers[0];
     let announce = |device: DeviceId, n: u64| Signal {
         kind: ANNOUNCE.into(),
@@ -1145,6 +1156,44 @@ async fn an_announcement_flood_during_a_fetch_is_bounded() {
     // Alice's own messages are not held up by any of it.
     let id = alice.node.send(conv, "still here").await.unwrap();
     assert_eq!(alice.head(conv), Some(id));
+}
+
+/// An account flooding announcements gets one burst of them read; the rest are dropped
+/// before they are parsed (counted), whatever device ids it mints; another member's
+/// announcement still makes the node fetch.
+#[tokio::test(start_paused = true)]
+async fn an_accounts_announcement_flood_is_cut_at_its_rate() {
+    use swarm_api::node::ANNOUNCE_BURST;
+    use swarm_api::traits::{Destination, Transport};
+    let net = SimNetwork::new(17);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob", "Carla"], Mode::InvitesOnly)).await;
+    let (alice, bob, carla) = (&peers[0], &peers[1], &peers[2]);
+    let flood = 2000u64;
+    for n in 0..flood {
+        let mut b = [9u8; 32];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        let minted = DeviceId::from_bytes(b);
+        let t = net.join(swarm_api::sync::Peer {
+            device: minted,
+            account: bob.account.uri(),
+        });
+        t.send_signal(
+            Destination::Device(alice.dev()),
+            announcement(minted, conv, &format!("{:040x}", n + 1)),
+        )
+        .await
+        .unwrap();
+    }
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    let dropped = alice.node.rate_limited_announcements();
+    assert!(
+        dropped >= flood - u64::from(ANNOUNCE_BURST) - 1,
+        "all but one burst dropped unread: {dropped} of {flood}"
+    );
+    let hi = carla.node.send(conv, "an honest message").await.unwrap();
+    wait_for(Duration::from_secs(10), || alice.head(conv) == Some(hi)).await;
 }
 
 /// An ANNOUNCE signal for `conv` naming `commit`, from `device`.

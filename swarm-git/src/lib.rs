@@ -337,12 +337,15 @@ impl GitStorage {
     /// that crashed earlier may have left them in the page cache only, and this write is
     /// about to make a ref point at them.
     ///
-    /// Loose objects are written so that a crash at any point (a kill, a power loss) leaves
-    /// every stored commit whole: first everything that is not a commit, synced, then the
-    /// commits parents first, each synced before the next. A fetch decides what it has by
-    /// the commits it finds stored; a commit stored without its parent would make it tell
-    /// peers it has a history it lacks, and every later fetch would miss that parent. (A
-    /// pack is all or nothing: its index is renamed into place last.)
+    /// Loose objects are written so that a process killed at any point leaves every stored
+    /// commit whole: first everything that is not a commit, then the commits parents first.
+    /// A fetch decides what it has by the commits it finds stored; a commit stored without
+    /// its parent would make it tell peers it has a history it lacks, and every later fetch
+    /// would miss that parent. (A pack is all or nothing: its index is renamed into place
+    /// last.) The files are synced once, after all are written, before the head moves: a
+    /// power loss in between may keep a later file and lose an earlier one (the page cache
+    /// writes back in no set order), which syncing each commit apart would prevent at the
+    /// price of an fsync per commit, inside the conversation's lock.
     fn write_objects_durably(
         repo: &gix::Repository,
         payload: Payload<'_>,
@@ -353,10 +356,9 @@ impl GitStorage {
                 let (commits, others): (Vec<&Object>, Vec<&Object>) = objects
                     .iter()
                     .partition(|o| o.kind == gix::object::Kind::Commit);
-                Self::write_loose_durably(repo, &objects_dir, &others)?;
-                for commit in commits_parents_first(&commits) {
-                    Self::write_loose_durably(repo, &objects_dir, &[commit])?;
-                }
+                let mut ordered = others;
+                ordered.extend(commits_parents_first(&commits));
+                Self::write_loose_durably(repo, &objects_dir, &ordered)?;
                 Ok(None)
             }
             payload => {
@@ -368,14 +370,13 @@ impl GitStorage {
         }
     }
 
-    /// Writes `objects` loose (those not stored yet) and syncs them, their fan-out directories
-    /// and `objects/`.
+    /// Writes `objects` loose (those not stored yet), in this order, then syncs them, their
+    /// fan-out directories and `objects/`.
     fn write_loose_durably(
         repo: &gix::Repository,
         objects_dir: &Path,
         objects: &[&Object],
     ) -> Result<(), StorageError> {
-        let mut dirs = std::collections::BTreeSet::new();
         for obj in objects {
             let id = obj.id();
             if !repo.objects.exists(&id) {
@@ -384,7 +385,10 @@ impl GitStorage {
                     return Err(err(format!("object {id} was stored as {written}")));
                 }
             }
-            let hex = id.to_hex().to_string();
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for obj in objects {
+            let hex = obj.id().to_hex().to_string();
             let dir = objects_dir.join(&hex[..2]);
             let file = dir.join(&hex[2..]);
             // Not loose (e.g. packed by a `git gc`): nothing of ours to sync.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::home::{Home, HomeError};
 
 use crate::id::{AccountUri, ConversationId, DeviceId, Target};
+use crate::rate::PerSender;
 use crate::traits::Destination;
 
 /// The signal kind of invitations.
@@ -31,58 +32,14 @@ pub const MAX_LEARNED: usize = 1024;
 /// Titles and modes announced by inviters are cut to this many characters.
 pub const MAX_ANNOUNCED: usize = 200;
 
-/// How many invitations each account may still send now: a token bucket per account of
-/// [`INVITATION_BURST`] tokens, one more every [`INVITATION_EVERY`]. Bounded: past
-/// [`MAX_RATED_SENDERS`] accounts, those whose bucket is full (as good as unknown) are
-/// forgotten, then, if that is not enough, everyone (bounded memory over strictness: a swarm
-/// of fresh accounts gets at most one burst each).
-#[derive(Debug, Default)]
-pub struct InvitationRate {
-    buckets: std::collections::HashMap<AccountUri, (u32, std::time::Instant)>,
-}
+/// How many invitations each account may still send now: [`INVITATION_BURST`], then one
+/// every [`INVITATION_EVERY`], for at most [`MAX_RATED_SENDERS`] accounts (see
+/// [`PerSender`]).
+pub type InvitationRate = PerSender<AccountUri>;
 
-impl InvitationRate {
-    /// Takes one token of `from` at `now`: whether its invitation is taken.
-    pub fn allow(&mut self, from: AccountUri, now: std::time::Instant) -> bool {
-        let refill = |(tokens, since): (u32, std::time::Instant)| {
-            let gained = now.saturating_duration_since(since).as_nanos()
-                / INVITATION_EVERY.as_nanos().max(1);
-            let gained = u32::try_from(gained).unwrap_or(u32::MAX);
-            if tokens.saturating_add(gained) >= INVITATION_BURST {
-                (INVITATION_BURST, now)
-            } else {
-                // Keep the remainder: the next token comes INVITATION_EVERY after the last.
-                (tokens + gained, since + INVITATION_EVERY * gained)
-            }
-        };
-        if !self.buckets.contains_key(&from) && self.buckets.len() >= MAX_RATED_SENDERS {
-            self.buckets.retain(|_, b| refill(*b).0 < INVITATION_BURST);
-            if self.buckets.len() >= MAX_RATED_SENDERS {
-                self.buckets.clear();
-            }
-        }
-        let bucket = self
-            .buckets
-            .get(&from)
-            .copied()
-            .map_or((INVITATION_BURST, now), refill);
-        let (allowed, bucket) = match bucket.0 {
-            0 => (false, bucket),
-            n => (true, (n - 1, bucket.1)),
-        };
-        self.buckets.insert(from, bucket);
-        allowed
-    }
-
-    /// How many accounts' buckets are remembered.
-    pub fn len(&self) -> usize {
-        self.buckets.len()
-    }
-
-    /// Whether no bucket is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
+/// The invitations' [`InvitationRate`].
+pub fn invitation_rate() -> InvitationRate {
+    PerSender::new(INVITATION_BURST, INVITATION_EVERY, MAX_RATED_SENDERS)
 }
 
 /// The payload of an [`INVITE`] signal: what the inviter says about the conversation.
@@ -442,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_flooding_sender_gets_its_burst_then_one_invitation_per_interval() {
-        let mut rate = InvitationRate::default();
+        let mut rate = invitation_rate();
         let (flooder, honest) = (req(0, 1).from, req(0, 2).from);
         let t0 = std::time::Instant::now();
         let taken = (0..10_000).filter(|_| rate.allow(flooder, t0)).count();
@@ -465,7 +422,7 @@ mod tests {
 
     #[test]
     fn invitation_buckets_stay_bounded_and_busy_senders_are_remembered_first() {
-        let mut rate = InvitationRate::default();
+        let mut rate = invitation_rate();
         let uri =
             |i: u64| -> AccountUri { format!("{:040x}", 1_000_000 + i).parse().expect("uri") };
         let t0 = std::time::Instant::now();

@@ -49,9 +49,9 @@ mod mux;
 pub mod rpc;
 
 pub use books::{
-    destination, Invitation, InvitationRate, PeerBook, PeerEntry, Request, Requests, Source,
-    INVITATION_BURST, INVITATION_EVERY, INVITE, MAX_ANNOUNCED, MAX_LEARNED, MAX_PENDING,
-    MAX_PENDING_PER_SENDER, MAX_RATED_SENDERS,
+    destination, invitation_rate, Invitation, InvitationRate, PeerBook, PeerEntry, Request,
+    Requests, Source, INVITATION_BURST, INVITATION_EVERY, INVITE, MAX_ANNOUNCED, MAX_LEARNED,
+    MAX_PENDING, MAX_PENDING_PER_SENDER, MAX_RATED_SENDERS,
 };
 pub use crls::KnownCrls;
 pub use home::{Home, HomeError, Identity};
@@ -1175,7 +1175,7 @@ impl Host {
     async fn receive_invitations(self, mut rx: mpsc::Receiver<(Peer, Signal)>) {
         let me = self.peer().account;
         let cut = |s: Option<String>| s.map(|s| s.chars().take(MAX_ANNOUNCED).collect::<String>());
-        let mut rate = InvitationRate::default();
+        let mut rate = invitation_rate();
         while let Some((from, signal)) = rx.recv().await {
             // Cheapest first: a sender past its rate costs no parse, lookup or file write.
             if !rate.allow(from.account, Instant::now().into_std()) {
