@@ -1015,9 +1015,37 @@ impl Node {
             if i.old_head != Some(i.head) {
                 // Tell the others (they may lack what we merged).
                 self.announce(conv, i.head).await;
+            } else if !i.new_commits.is_empty() && i.unmerged.is_none() {
+                // The peer's branch is new here but our head already covers it (an equivalent
+                // merge with the smaller id, or more): tell the peer, which adopts our head
+                // when it fetches it. Otherwise equivalent merges collapse only when each side
+                // happens to fetch the smaller one.
+                self.announce_to(conv, i.head, peer).await;
             }
         }
         result
+    }
+
+    /// Announces `commit` to one device.
+    async fn announce_to(&self, conv: ConversationId, commit: CommitId, device: DeviceId) {
+        let payload = serde_json::to_vec(&Announce {
+            device_id: self.inner.me.device.id(),
+            conversation_id: conv,
+            commit,
+        })
+        .unwrap_or_default();
+        let signal = Signal {
+            kind: ANNOUNCE.into(),
+            payload,
+        };
+        if let Err(e) = self
+            .inner
+            .transport
+            .send_signal(Destination::Device(device), signal)
+            .await
+        {
+            tracing::debug!(target: "swarm_api::node", %device, error = %e, "announcement not sent");
+        }
     }
 
     async fn fetch(
@@ -1110,21 +1138,7 @@ impl Node {
             if let Some(tip) = i.unmerged {
                 self.schedule_merge(conv, peer, tip);
                 // Ask the peer to fetch from us: it is the one that merges.
-                let payload = serde_json::to_vec(&Announce {
-                    device_id: self.inner.me.device.id(),
-                    conversation_id: conv,
-                    commit: i.head,
-                })
-                .unwrap_or_default();
-                let signal = Signal {
-                    kind: ANNOUNCE.into(),
-                    payload,
-                };
-                let _ = self
-                    .inner
-                    .transport
-                    .send_signal(Destination::Device(peer), signal)
-                    .await;
+                self.announce_to(conv, i.head, peer).await;
             }
         }
         Ok(integrated)
