@@ -2,6 +2,8 @@
 //! budget, its objects read back equal, a promotion streams them into one pack that stock git
 //! accepts, and nothing of the spill is left once the area is promoted or dropped.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,20 +23,7 @@ const BUDGET: usize = 64 * 1024;
 const UPDATES: usize = 8;
 const PHOTO: usize = 512 * 1024;
 
-fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use common::git;
 
 /// A vCard whose photo is `PHOTO` bytes of pseudo-random hex (seeded by `n`).
 fn vcard(n: u64) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! GitStorage through the core's conversation operations, checked against the repository
 //! layout of DESIGN §3 and against stock `git`.
 
-use std::process::Command;
+mod common;
 
 use rand_core::OsRng;
 use swarm_api::body::{Body, Mode};
@@ -47,18 +47,7 @@ fn t(n: i64) -> i64 {
 }
 
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(common::git(dir, args)).unwrap()
 }
 
 #[test]
