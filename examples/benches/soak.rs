@@ -999,29 +999,35 @@ struct Sample {
     node: usize,
     pid: u32,
     rss_kb: u64,
+    /// The anonymous part of the RSS (the heap, stacks); the rest is mapped files (git packs
+    /// and sled's files), pages the kernel can drop and read back.
+    anon_kb: u64,
     fds: u64,
 }
 
-fn proc_sample(pid: u32) -> Option<(u64, u64)> {
+fn proc_sample(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((rss, fds))
+    Some((field("VmRSS:")?, field("RssAnon:")?, fds))
 }
 
 fn sample_all(fleet: &[Arc<Honest>], start: Instant, out: &Mutex<Vec<Sample>>) {
     let at = start.elapsed().as_secs_f64();
     for n in fleet {
         if let Some(pid) = n.pid() {
-            if let Some((rss_kb, fds)) = proc_sample(pid) {
+            if let Some((rss_kb, anon_kb, fds)) = proc_sample(pid) {
                 lock(out).push(Sample {
                     at,
                     node: n.i,
                     pid,
                     rss_kb,
+                    anon_kb,
                     fds,
                 });
             }
@@ -1589,7 +1595,7 @@ fn main() {
     let commits = chat(&first.home, &["conv", "info", &conv], CMD)
         .map(|v| v["commits"].as_u64().unwrap_or(0))
         .unwrap_or(0);
-    let hostile_rss = proc_sample(std::process::id()).map_or(0, |(r, _)| r);
+    let hostile_rss = proc_sample(std::process::id()).map_or(0, |(r, _, _)| r);
     for t in junk_tasks {
         t.abort();
     }
@@ -1649,7 +1655,7 @@ fn main() {
         cfg.sample
     );
     println!("soak:   node starts  since   RSS MiB first / last / max    fds first / last / max");
-    let mut growth: Vec<(usize, i64, i64)> = Vec::new();
+    let mut growth: Vec<(usize, i64, i64, i64)> = Vec::new();
     for n in nodes {
         let mine: Vec<&Sample> = samples.iter().filter(|x| x.node == n.i).collect();
         let Some(last) = mine.last() else { continue };
@@ -1675,11 +1681,12 @@ fn main() {
                 n.i,
                 last.rss_kb as i64 - first.rss_kb as i64,
                 last.fds as i64 - first.fds as i64,
+                last.anon_kb as i64 - first.anon_kb as i64,
             ));
         }
     }
     // The series of the never-killed nodes: flat or not, at a glance.
-    for (i, _, _) in &growth {
+    for (i, _, _, _) in &growth {
         let series = |f: &dyn Fn(&Sample) -> String| {
             samples
                 .iter()
@@ -1693,18 +1700,25 @@ fn main() {
             series(&|x| format!("{:.0}", mib(x.rss_kb)))
         );
         println!(
+            "soak:   node {i:>2} anon MiB: {}",
+            series(&|x| format!("{:.0}", mib(x.anon_kb)))
+        );
+        println!(
             "soak:   node {i:>2} fds:     {}",
             series(&|x| x.fds.to_string())
         );
     }
     let worst_rss = growth.iter().max_by_key(|g| g.1).copied();
     let worst_fd = growth.iter().max_by_key(|g| g.2).copied();
-    if let (Some(r), Some(f)) = (worst_rss, worst_fd) {
+    let worst_anon = growth.iter().max_by_key(|g| g.3).copied();
+    if let (Some(r), Some(f), Some(a)) = (worst_rss, worst_fd, worst_anon) {
         println!(
-            "soak: growth over the whole run of the {} never-killed nodes: RSS at most {:+.1} MiB (node {}), open files at most {:+} (node {})",
+            "soak: growth over the whole run of the {} never-killed nodes: RSS at most {:+.1} MiB (node {}), of it anonymous at most {:+.1} MiB (node {}), open files at most {:+} (node {})",
             growth.len(),
             r.1 as f64 / 1024.0,
             r.0,
+            a.3 as f64 / 1024.0,
+            a.0,
             f.2,
             f.0
         );
@@ -1716,7 +1730,7 @@ fn main() {
     );
     let summary = format!(
         "{} honest + {} hostile, {:.0} s, {} messages, {} kills, {} partitions, {} hostile signals, {} junk answers; \
-         max RSS growth {}, max fd growth {}",
+         max RSS growth {} (anonymous {}), max fd growth {}",
         cfg.honest,
         cfg.hostile,
         soaked.as_secs_f64(),
@@ -1726,6 +1740,7 @@ fn main() {
         get(&hs.announces) + get(&hs.invites) + get(&hs.junk_signals),
         hs.answered.iter().map(get).sum::<u64>(),
         worst_rss.map_or("n/a".into(), |r| format!("{:+.1} MiB", r.1 as f64 / 1024.0)),
+        worst_anon.map_or("n/a".into(), |r| format!("{:+.1} MiB", r.3 as f64 / 1024.0)),
         worst_fd.map_or("n/a".into(), |f| format!("{:+}", f.2)),
     );
     if cfg.keep {

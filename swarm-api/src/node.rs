@@ -305,6 +305,8 @@ struct Inner {
     rated_announcements: std::sync::atomic::AtomicU64,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
+    /// Announcements being sent, one sender per (conversation, device).
+    outbox: Outbox,
     /// Our head when we last left a divergence with this peer to it (a second exchange from
     /// the same head merges anyway; a head that moved since is a new situation).
     deferred: std::sync::Mutex<HashMap<(ConversationId, DeviceId), CommitId>>,
@@ -316,6 +318,95 @@ struct Inner {
     /// Incoming syncs refused as `busy`.
     refused_busy: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
+}
+
+/// The announcements on their way out: at most one send in flight per (conversation,
+/// device), and behind it only the newest head (a newer head carries the older one, so the
+/// older one is never worth a send of its own). Without it, a fetch that moved the head
+/// waited for its announcement to reach every device, so one dead device (its connect
+/// timeout) stalled every fetch queued behind it, and a head that moved ten times was
+/// announced ten times to each device, each announcement a fetch on the other side.
+///
+/// The senders hold the transport, not the node; dropping the node aborts them.
+#[derive(Default)]
+struct Outbox {
+    senders: Arc<std::sync::Mutex<HashMap<(ConversationId, DeviceId), OutboxEntry>>>,
+}
+
+struct OutboxEntry {
+    /// The newest head announced while a send was in flight.
+    next: Option<CommitId>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Outbox {
+    fn send(
+        &self,
+        transport: &Arc<dyn Transport>,
+        me: DeviceId,
+        conv: ConversationId,
+        commit: CommitId,
+        device: DeviceId,
+    ) {
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = senders.get_mut(&(conv, device)) {
+            entry.next = Some(commit);
+            return;
+        }
+        let (transport, table) = (transport.clone(), self.senders.clone());
+        let task = tokio::spawn(async move {
+            let mut commit = commit;
+            loop {
+                let payload = serde_json::to_vec(&Announce {
+                    device_id: me,
+                    conversation_id: conv,
+                    commit,
+                })
+                .unwrap_or_default();
+                let signal = Signal {
+                    kind: ANNOUNCE.into(),
+                    payload,
+                };
+                if let Err(e) = transport
+                    .send_signal(Destination::Device(device), signal)
+                    .await
+                {
+                    tracing::debug!(target: "swarm_api::node", %device, error = %e, "announcement not sent");
+                }
+                let mut senders = table.lock().unwrap_or_else(|e| e.into_inner());
+                match senders.get_mut(&(conv, device)).and_then(|e| e.next.take()) {
+                    Some(next) => commit = next,
+                    None => {
+                        senders.remove(&(conv, device));
+                        return;
+                    }
+                }
+            }
+        });
+        // Inserted under the same lock the task takes before it looks at its entry.
+        senders.insert(
+            (conv, device),
+            OutboxEntry {
+                next: None,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Sends in flight or waiting (for tests and diagnostics).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.senders.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in senders.values() {
+            entry.task.abort();
+        }
+    }
 }
 
 /// A stream that fails with [`std::io::ErrorKind::TimedOut`] once no byte has been received
@@ -537,6 +628,7 @@ impl Node {
                 rated_announcements: Default::default(),
                 running: Default::default(),
                 queued: Default::default(),
+                outbox: Outbox::default(),
                 deferred: Default::default(),
                 pending_merges: Default::default(),
                 fetch_attempts: Default::default(),
@@ -656,6 +748,10 @@ impl Node {
     }
 
     /// Announces `commit` to every other device of the conversation.
+    ///
+    /// Returns once the announcements are queued, not sent: each device has its own sender
+    /// (see [`Outbox`]), so a device that vanished costs its connect timeout to nobody else,
+    /// and a head that moves again while a send is in flight is sent once, newest only.
     pub async fn announce(&self, conv: ConversationId, commit: CommitId) {
         let devices: Vec<DeviceId> = match Repo::open(&*self.inner.storage, conv)
             .and_then(|r| r.state(&r.head()?))
@@ -666,34 +762,11 @@ impl Node {
                 return;
             }
         };
-        let payload = serde_json::to_vec(&Announce {
-            device_id: self.inner.me.device.id(),
-            conversation_id: conv,
-            commit,
-        })
-        .unwrap_or_default();
-        // All at once: a device that vanished costs its connect timeout once, not once per
-        // device after it (sent one by one, a send waited for every dead peer in turn).
-        let mut sends = tokio::task::JoinSet::new();
         for dev in devices {
-            if dev == self.inner.me.device.id() {
-                continue;
+            if dev != self.inner.me.device.id() {
+                self.announce_to(conv, commit, dev);
             }
-            let signal = Signal {
-                kind: ANNOUNCE.into(),
-                payload: payload.clone(),
-            };
-            let transport = self.inner.transport.clone();
-            sends.spawn(async move {
-                if let Err(e) = transport
-                    .send_signal(Destination::Device(dev), signal)
-                    .await
-                {
-                    tracing::debug!(target: "swarm_api::node", %dev, error = %e, "announcement not sent");
-                }
-            });
         }
-        while sends.join_next().await.is_some() {}
     }
 
     /// Serves incoming channels and signals until the transport closes.
@@ -1020,32 +1093,21 @@ impl Node {
                 // merge with the smaller id, or more): tell the peer, which adopts our head
                 // when it fetches it. Otherwise equivalent merges collapse only when each side
                 // happens to fetch the smaller one.
-                self.announce_to(conv, i.head, peer).await;
+                self.announce_to(conv, i.head, peer);
             }
         }
         result
     }
 
-    /// Announces `commit` to one device.
-    async fn announce_to(&self, conv: ConversationId, commit: CommitId, device: DeviceId) {
-        let payload = serde_json::to_vec(&Announce {
-            device_id: self.inner.me.device.id(),
-            conversation_id: conv,
+    /// Announces `commit` to one device, through its [`Outbox`] sender.
+    fn announce_to(&self, conv: ConversationId, commit: CommitId, device: DeviceId) {
+        self.inner.outbox.send(
+            &self.inner.transport,
+            self.inner.me.device.id(),
+            conv,
             commit,
-        })
-        .unwrap_or_default();
-        let signal = Signal {
-            kind: ANNOUNCE.into(),
-            payload,
-        };
-        if let Err(e) = self
-            .inner
-            .transport
-            .send_signal(Destination::Device(device), signal)
-            .await
-        {
-            tracing::debug!(target: "swarm_api::node", %device, error = %e, "announcement not sent");
-        }
+            device,
+        );
     }
 
     async fn fetch(
@@ -1138,7 +1200,7 @@ impl Node {
             if let Some(tip) = i.unmerged {
                 self.schedule_merge(conv, peer, tip);
                 // Ask the peer to fetch from us: it is the one that merges.
-                self.announce_to(conv, i.head, peer).await;
+                self.announce_to(conv, i.head, peer);
             }
         }
         Ok(integrated)

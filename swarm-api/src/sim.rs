@@ -6,7 +6,7 @@
 //!
 //! This is an addition to the real transports (QUIC, DHT), never a replacement for their tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -18,6 +18,10 @@ use crate::id::DeviceId;
 use crate::traits::{
     BoxFuture, Channel, Destination, Incoming, Peer, Signal, Transport, TransportError,
 };
+
+/// How long a signal or channel to a [vanished](SimNetwork::set_vanished) device waits
+/// before it fails (QUIC's default connect timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// SplitMix64: a tiny seeded generator (no dependency, same sequence everywhere).
 #[derive(Debug, Clone)]
@@ -52,6 +56,10 @@ struct Net {
     group: HashMap<DeviceId, u32>,
     /// Devices that answer nothing (a stalled peer).
     silent: HashMap<DeviceId, bool>,
+    /// Devices that vanished without closing anything (see [`SimNetwork::set_vanished`]).
+    vanished: HashSet<DeviceId>,
+    /// Signals sent to one device, per (from, to), delivered or not.
+    signal_attempts: HashMap<(DeviceId, DeviceId), u64>,
     latency: Duration,
     loss: f64,
     rng: Rng,
@@ -71,6 +79,8 @@ impl SimNetwork {
                 inboxes: HashMap::new(),
                 group: HashMap::new(),
                 silent: HashMap::new(),
+                vanished: HashSet::new(),
+                signal_attempts: HashMap::new(),
                 latency: Duration::ZERO,
                 loss: 0.0,
                 rng: Rng::new(seed),
@@ -130,6 +140,27 @@ impl SimNetwork {
     /// Makes a device accept channels but never answer on them (or answer again).
     pub fn set_silent(&self, device: DeviceId, silent: bool) {
         self.lock().silent.insert(device, silent);
+    }
+
+    /// Makes a device vanish as a killed process behind a silent network does: a signal or
+    /// a channel to it waits [`CONNECT_TIMEOUT`], then fails as unreachable (a real
+    /// transport's connect timeout). `false` brings it back.
+    pub fn set_vanished(&self, device: DeviceId, vanished: bool) {
+        let mut n = self.lock();
+        if vanished {
+            n.vanished.insert(device);
+        } else {
+            n.vanished.remove(&device);
+        }
+    }
+
+    /// How many signals `from` sent to the device `to` (delivered, lost or failed).
+    pub fn signal_attempts(&self, from: DeviceId, to: DeviceId) -> u64 {
+        self.lock()
+            .signal_attempts
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A seeded random number from the network's generator.
@@ -205,6 +236,10 @@ impl Transport for SimTransport {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Channel>, TransportError>> {
         Box::pin(async move {
+            if self.net.lock().vanished.contains(&device) {
+                tokio::time::sleep(CONNECT_TIMEOUT).await;
+                return Err(TransportError::Unreachable(device));
+            }
             let (latency, tx, silent) = {
                 let n = self.net.lock();
                 if !SimNetwork::reachable(&n, &self.me.device, &device) {
@@ -251,6 +286,17 @@ impl Transport for SimTransport {
         signal: Signal,
     ) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
+            if let Destination::Device(d) = to {
+                let vanished = {
+                    let mut n = self.net.lock();
+                    *n.signal_attempts.entry((self.me.device, d)).or_default() += 1;
+                    n.vanished.contains(&d)
+                };
+                if vanished {
+                    tokio::time::sleep(CONNECT_TIMEOUT).await;
+                    return Err(TransportError::Unreachable(d));
+                }
+            }
             let targets: Vec<(DeviceId, mpsc::UnboundedSender<Incoming>)>;
             let latency;
             {
@@ -267,7 +313,10 @@ impl Transport for SimTransport {
                 };
                 let mut t = Vec::new();
                 for d in candidates {
-                    if d == self.me.device || !SimNetwork::reachable(&n, &self.me.device, &d) {
+                    if d == self.me.device
+                        || n.vanished.contains(&d)
+                        || !SimNetwork::reachable(&n, &self.me.device, &d)
+                    {
                         continue;
                     }
                     let loss = n.loss;

@@ -442,6 +442,10 @@ async fn bob_writes_alone(
     for i in 0..n {
         bob.node.send(conv, &format!("offline {i}")).await.unwrap();
     }
+    // The announcements go out from their own tasks: let them fail while still cut off.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     net.heal();
 }
 

@@ -1299,3 +1299,43 @@ async fn failing_devices_of_one_account_are_backed_off_as_one() {
         "reset by the good fetch"
     );
 }
+
+/// A member whose device vanished (every send to it waits out a connect timeout) delays no
+/// one: sending returns at once, the others get each message, and while one announcement to
+/// the vanished device is in flight only the newest head waits behind it (the soak's 20
+/// nodes, with one of them always down, waited 10 s per fetch for it).
+#[tokio::test(start_paused = true)]
+async fn a_vanished_device_delays_no_announcement_and_gets_only_the_newest_head() {
+    let net = SimNetwork::new(29);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob", "Carol"], Mode::InvitesOnly)).await;
+    let (alice, bob, carol) = (&peers[0], &peers[1], &peers[2]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    net.set_vanished(carol.dev(), true);
+    let before = net.signal_attempts(alice.dev(), carol.dev());
+    let start = tokio::time::Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(alice.node.send(conv, &format!("m{i}")).await.unwrap());
+    }
+    assert!(
+        start.elapsed() < swarm_api::sim::CONNECT_TIMEOUT,
+        "sending waited for the vanished device ({:?})",
+        start.elapsed()
+    );
+    let last = *sent.last().unwrap();
+    wait_for(Duration::from_secs(2), || bob.head(conv) == Some(last)).await;
+    // The first announcement's connect timeout, then the newest head's: two attempts, not five.
+    tokio::time::advance(swarm_api::sim::CONNECT_TIMEOUT * 3).await;
+    tokio::task::yield_now().await;
+    let alice_to_carol = net.signal_attempts(alice.dev(), carol.dev()) - before;
+    assert_eq!(
+        alice_to_carol, 2,
+        "one in flight, then only the newest head"
+    );
+    // Back: the next message reaches her with everything before it.
+    net.set_vanished(carol.dev(), false);
+    let back = alice.node.send(conv, "welcome back").await.unwrap();
+    sent.push(back);
+    wait_for(Duration::from_secs(10), || carol.head(conv) == Some(back)).await;
+    assert_agree(&peers, conv, &sent);
+}
