@@ -53,6 +53,12 @@ pub const ANNOUNCE: &str = "application/im-gitmessage-id";
 /// many later fetches, not one per signal.
 pub const MAX_QUEUED_ANNOUNCEMENTS: usize = 64;
 
+/// A fetch that the announcement queue of a conversation has waited on for
+/// [`NodeConfig::sync_timeout`] goes on by itself and the queue moves on, at most this many
+/// per conversation at once (then the queue waits again): a slow or trickling member holds
+/// its own fetch, not every other member's.
+pub const MAX_DETACHED_FETCHES: usize = 4;
+
 /// An account's announcements are taken at most this many at once...
 pub const ANNOUNCE_BURST: u32 = 64;
 /// ...then one per this much time (20 a second): beyond it they are dropped before they are
@@ -102,7 +108,10 @@ pub struct NodeConfig {
     pub sync_max_duration: Duration,
     /// First backoff after a failed fetch from a peer.
     pub backoff_initial: Duration,
-    /// Backoff cap.
+    /// Backoff cap for a peer that misbehaved (a branch that broke a rule, malformed frames,
+    /// a bundle over the limits). A fetch that merely failed (a timeout, a lost connection,
+    /// `busy`) backs off to at most [`NodeConfig::sync_timeout`]: a member that was slow under
+    /// load is heard again soon, and a silent one costs one idle timeout per try.
     pub backoff_max: Duration,
     /// Limits on received bundles.
     pub bundle_limits: BundleLimits,
@@ -305,6 +314,9 @@ struct Inner {
     rated_announcements: std::sync::atomic::AtomicU64,
     running: std::sync::Mutex<HashSet<(ConversationId, DeviceId)>>,
     queued: std::sync::Mutex<HashMap<ConversationId, Vec<(DeviceId, CommitId)>>>,
+    /// Fetches per conversation that outlasted the queue's patience and go on by themselves
+    /// ([`MAX_DETACHED_FETCHES`]).
+    detached: Arc<std::sync::Mutex<HashMap<ConversationId, usize>>>,
     /// Announcements being sent, one sender per (conversation, device).
     outbox: Outbox,
     /// Our head when we last left a divergence with this peer to it (a second exchange from
@@ -628,6 +640,7 @@ impl Node {
                 rated_announcements: Default::default(),
                 running: Default::default(),
                 queued: Default::default(),
+                detached: Default::default(),
                 outbox: Outbox::default(),
                 deferred: Default::default(),
                 pending_merges: Default::default(),
@@ -982,7 +995,7 @@ impl Node {
         let mut next = Some((peer, commit));
         while let Some((peer, commit)) = next.take() {
             if !self.is_integrated(&conv, &commit).await {
-                let _ = self.sync_from(conv, peer).await;
+                self.fetch_for_queue(conv, peer).await;
             }
             loop {
                 let candidate = {
@@ -1003,6 +1016,46 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Runs the announcement queue's fetch of `conv` from `peer`, waiting for it at most
+    /// [`NodeConfig::sync_timeout`]: a fetch still running then (a large history on a slow
+    /// link, or a member trickling bytes just under the idle timeout for up to
+    /// [`NodeConfig::sync_max_duration`]) goes on by itself, and the queue moves to the next
+    /// announcement. At most [`MAX_DETACHED_FETCHES`] per conversation go on so; beyond, the
+    /// queue waits for this one.
+    async fn fetch_for_queue(&self, conv: ConversationId, peer: DeviceId) {
+        let node = self.clone();
+        let mut task = tokio::spawn(async move {
+            let _ = node.sync_from(conv, peer).await;
+        });
+        if tokio::time::timeout(self.inner.config.sync_timeout, &mut task)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let detached = self.inner.detached.clone();
+        let slot = {
+            let mut d = detached.lock().unwrap_or_else(|e| e.into_inner());
+            let n = d.entry(conv).or_default();
+            (*n < MAX_DETACHED_FETCHES).then(|| *n += 1).is_some()
+        };
+        if !slot {
+            let _ = task.await;
+            return;
+        }
+        tracing::debug!(target: "swarm_api::node", %conv, %peer, "a slow fetch goes on by itself; the queue moves on");
+        tokio::spawn(async move {
+            let _ = task.await;
+            let mut d = detached.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = d.get_mut(&conv) {
+                *n -= 1;
+                if *n == 0 {
+                    d.remove(&conv);
+                }
+            }
+        });
     }
 
     /// Fetches `conv` from `peer` now (or clones it if it is not stored here), respecting the
@@ -1058,7 +1111,7 @@ impl Node {
             }
             Ok(None) => self.reset_backoff(peer),
             Err(NodeError::Sync(SyncError::Rejected(r))) => {
-                self.back_off(peer);
+                self.back_off(peer, true);
                 self.emit(Event::SyncRejected {
                     peer,
                     conv,
@@ -1076,7 +1129,16 @@ impl Node {
                 });
             }
             Err(e) => {
-                self.back_off(peer);
+                let misbehaved = matches!(
+                    e,
+                    NodeError::Sync(
+                        SyncError::Wire(_)
+                            | SyncError::Protocol(_)
+                            | SyncError::Limit(_)
+                            | SyncError::Object(_)
+                    )
+                );
+                self.back_off(peer, misbehaved);
                 self.emit(Event::SyncFailed {
                     peer,
                     conv,
@@ -1279,24 +1341,31 @@ impl Node {
         Ok(Some(integrated))
     }
 
-    fn back_off(&self, peer: DeviceId) {
+    /// Backs off `peer` (its account) after a failed fetch: doubling from
+    /// [`NodeConfig::backoff_initial`] up to [`NodeConfig::backoff_max`] if it `misbehaved`,
+    /// else up to [`NodeConfig::sync_timeout`]; a failure never shortens a longer backoff
+    /// already running.
+    fn back_off(&self, peer: DeviceId, misbehaved: bool) {
+        let config = &self.inner.config;
+        let cap = if misbehaved {
+            config.backoff_max
+        } else {
+            config.backoff_max.min(config.sync_timeout)
+        };
         let source = self.source(peer);
         let now = Instant::now();
         let mut map = self.inner.backoff.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_KNOWN_DEVICES {
             map.retain(|_, b| b.until > now);
         }
-        let delay = match map.get(&source) {
-            Some(b) => (b.delay * 2).min(self.inner.config.backoff_max),
-            None => self.inner.config.backoff_initial,
+        let (delay, until) = match map.get(&source) {
+            Some(b) => {
+                let delay = (b.delay * 2).min(cap).max(config.backoff_initial);
+                (delay, b.until.max(now + delay))
+            }
+            None => (config.backoff_initial, now + config.backoff_initial),
         };
-        map.insert(
-            source,
-            Backoff {
-                until: Instant::now() + delay,
-                delay,
-            },
-        );
+        map.insert(source, Backoff { until, delay });
     }
 
     fn reset_backoff(&self, peer: DeviceId) {

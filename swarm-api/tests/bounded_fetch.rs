@@ -532,6 +532,78 @@ async fn a_peer_that_goes_silent_fails_after_the_idle_time() {
     drop(stream);
 }
 
+/// A member who trickles a bundle (a frame every 8 s, under the 10 s idle timeout: minutes in
+/// all) holds up only its own fetch: an announcement from Bob that queued behind it is
+/// fetched once the queue has waited the idle time, while Mallory's fetch goes on. Before,
+/// the conversation's announcement queue waited for Mallory to finish (up to the 2 h cap).
+#[tokio::test(start_paused = true)]
+async fn a_trickling_member_holds_up_no_other_members_fetch() {
+    let net = SimNetwork::new(7);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    // Mallory is an invited member: her announcements are taken.
+    let now = OffsetDateTime::now_utc();
+    let account = Account::generate("Mallory", now, &mut OsRng).unwrap();
+    let device = account.new_device(now, &mut OsRng).unwrap();
+    let (body, changes) = ops::invite(account.uri());
+    alice.node.commit(conv, &body, &changes).await.unwrap();
+    bob.node.sync_from(conv, alice.dev()).await.unwrap();
+    let peer = Peer {
+        device: device.id(),
+        account: account.uri(),
+    };
+    let mallory = Mallory {
+        peer,
+        transport: net.join(peer),
+    };
+    bob_writes_alone(&net, &alice, &bob, conv, 45).await;
+    let announce = swarm_api::traits::Signal {
+        kind: swarm_api::node::ANNOUNCE.into(),
+        payload: format!(
+            r#"{{"deviceId":"{}","conversationId":"{conv}","commit":"{}"}}"#,
+            peer.device,
+            CommitId::from_bytes([9; 20])
+        )
+        .into_bytes(),
+    };
+    mallory
+        .transport
+        .send_signal(
+            swarm_api::traits::Destination::Device(alice.dev()),
+            announce,
+        )
+        .await
+        .unwrap();
+    let mut stream = loop {
+        if let Some(Incoming::Channel { stream, .. }) = mallory.transport.next_incoming().await {
+            break stream;
+        }
+    };
+    let hello = read_frame(&mut stream).await;
+    let frames = bundle_for(&alice, &bob, hello);
+    let gap = Duration::from_secs(8);
+    assert!(gap * frames.len() as u32 > Duration::from_secs(300));
+    let trickle = tokio::spawn(async move {
+        for f in frames {
+            tokio::time::sleep(gap).await;
+            send(&mut stream, [f]).await;
+        }
+        stream
+    });
+    // Bob's live message: announced to Alice while her queue is busy with Mallory.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let live = bob.node.send(conv, "live").await.unwrap();
+    let asked = tokio::time::Instant::now();
+    while alice.head(conv) != Some(live) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "Bob's message waited for Mallory's trickle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!trickle.is_finished(), "Mallory was still trickling");
+    trickle.abort();
+}
+
 // ------------------------------------------------------------------------------ 3. serve caps
 
 /// A peer opening 50 sync channels at once (and sending nothing on them) is served on at most

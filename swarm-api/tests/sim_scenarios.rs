@@ -8,7 +8,7 @@ use rand_core::OsRng;
 use swarm_api::body::{Body, Mode, VoteAction};
 use swarm_api::id::{CommitId, ConversationId, Target};
 use swarm_api::identity::Account;
-use swarm_api::node::{Event, LocalIdentity, Node, NodeConfig};
+use swarm_api::node::{Event, LocalIdentity, Node, NodeConfig, NodeError};
 use swarm_api::ops;
 use swarm_api::repo::{create_conversation, Repo};
 use swarm_api::sim::SimNetwork;
@@ -1338,4 +1338,34 @@ async fn a_vanished_device_delays_no_announcement_and_gets_only_the_newest_head(
     sent.push(back);
     wait_for(Duration::from_secs(10), || carol.head(conv) == Some(back)).await;
     assert_agree(&peers, conv, &sent);
+}
+
+/// A member whose fetches only time out (slow under load, not hostile) is backed off at most
+/// the idle timeout however often it failed, so it is heard again soon; a branch that breaks
+/// a rule still backs off up to `backoff_max` (see the exponential-retries test). Before, the
+/// soak's honest members that timed out under load were ignored for up to five minutes.
+#[tokio::test(start_paused = true)]
+async fn a_member_that_timed_out_is_backed_off_at_most_the_idle_timeout() {
+    let net = SimNetwork::new(31);
+    let (peers, conv) = Box::pin(group(&net, &["Alice", "Bob"], Mode::InvitesOnly)).await;
+    let (alice, bob) = (&peers[0], &peers[1]);
+    net.set_silent(bob.dev(), true);
+    let mut timeouts = 0;
+    while timeouts < 8 {
+        match Box::pin(alice.node.sync_from(conv, bob.dev())).await {
+            Err(NodeError::BackedOff(_)) => tokio::time::advance(Duration::from_secs(1)).await,
+            Err(e) => {
+                assert!(e.to_string().contains("no byte received"), "{e}");
+                timeouts += 1;
+            }
+            Ok(r) => panic!("a silent peer answered: {r:?}"),
+        }
+    }
+    let idle = config().sync_timeout;
+    assert!(idle < config().backoff_max);
+    assert_eq!(alice.node.backoff_of(&bob.dev()), Some(idle));
+    net.set_silent(bob.dev(), false);
+    tokio::time::advance(idle).await;
+    let hi = bob.node.send(conv, "back").await.unwrap();
+    wait_for(Duration::from_secs(5), || alice.head(conv) == Some(hi)).await;
 }
