@@ -405,11 +405,6 @@ impl Outbox {
         );
     }
 
-    /// Sends in flight or waiting (for tests and diagnostics).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.senders.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 impl Drop for Outbox {

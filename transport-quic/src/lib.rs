@@ -185,6 +185,9 @@ struct Inner {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     me: Peer,
+    /// Our account and its CRL (applied to our own account's devices), for
+    /// [`still_trusted`].
+    own: (AccountUri, swarm_api::identity::Crl),
     config: QuicConfig,
     book: Mutex<Book>,
     conns: Mutex<HashMap<DeviceId, quinn::Connection>>,
@@ -239,6 +242,7 @@ impl QuicTransport {
             endpoint,
             client,
             me: identity.peer(),
+            own: (identity.account.uri(), identity.crl.clone()),
             config,
             book: Mutex::default(),
             conns: Mutex::default(),
@@ -453,12 +457,35 @@ impl Drop for Inner {
 fn live(inner: &Inner, device: &DeviceId) -> Option<quinn::Connection> {
     let mut conns = lock(&inner.conns);
     match conns.get(device) {
-        Some(c) if c.close_reason().is_none() => Some(c.clone()),
+        Some(c) if c.close_reason().is_none() && still_trusted(inner, c) => Some(c.clone()),
         Some(_) => {
             conns.remove(device);
             None
         }
         None => None,
+    }
+}
+
+/// Whether the peer of an established connection is still trusted: its chain checked again
+/// against the CRLs known now ([`QuicConfig::crls`], our own account's). If not, the
+/// connection is closed: a device revoked after it connected loses the connection at its
+/// next stream (either way), not only at its next handshake.
+fn still_trusted(inner: &Inner, conn: &quinn::Connection) -> bool {
+    let chain = conn.peer_identity().and_then(|i| {
+        i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    let verdict = match chain {
+        Some(chain) => tls::recheck_chain(&chain, &inner.config.crls, &inner.own),
+        None => Err("no certificate".into()),
+    };
+    match verdict {
+        Ok(()) => true,
+        Err(reason) => {
+            tracing::info!(target: LOG, %reason, "closing a connection whose peer is no longer trusted");
+            conn.close(REFUSED.into(), b"revoked");
+            false
+        }
     }
 }
 
@@ -554,6 +581,9 @@ async fn serve_connection(inner: std::sync::Weak<Inner>, peer: Peer, conn: quinn
             }
         };
         let Some(inner) = inner.upgrade() else { break };
+        if !still_trusted(&inner, &conn) {
+            break;
+        }
         tokio::spawn(async move {
             let timeout = inner.config.header_timeout;
             let result = match stream {

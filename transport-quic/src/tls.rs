@@ -91,6 +91,20 @@ fn check_chain(
     })
 }
 
+/// Checks again the chain a peer presented at the handshake, against the CRLs known *now*
+/// (and the clock now): a device revoked after its connection was made is refused on that
+/// connection too, not only at its next handshake.
+pub(crate) fn recheck_chain(
+    chain: &[CertificateDer<'_>],
+    crls: &Option<CrlLookup>,
+    own: &(AccountUri, Crl),
+) -> Result<(), String> {
+    let [end_entity, intermediates @ ..] = chain else {
+        return Err("no certificate".into());
+    };
+    check_chain(end_entity, intermediates, crls, own, UnixTime::now()).map(|_| ())
+}
+
 /// The authenticated peer of a completed handshake, derived from its certificates (already
 /// verified by the verifiers during the handshake).
 pub(crate) fn peer_of_chain(chain: &[CertificateDer<'_>]) -> Option<Peer> {

@@ -563,6 +563,88 @@ async fn a_device_revoked_in_a_stored_conversation_is_refused_at_the_handshake()
         .expect("the account's other device connects");
 }
 
+/// A device revoked *after* it connected loses that connection at its next stream: the chain
+/// is checked again against the CRLs known now before any stream of the connection is taken
+/// (before, the CRL applied only to the next handshake, and the phone kept syncing over the
+/// connection it had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_revoked_after_it_connected_loses_its_connection() {
+    use swarm_api::body::Body;
+    use swarm_api::repo::FileChange;
+    let now = OffsetDateTime::now_utc();
+    let (a_acc, b_acc) = (account("Alice"), account("Bob"));
+    let (alice, phone, bob) = (
+        identity_of(&a_acc),
+        identity_of(&a_acc),
+        identity_of(&b_acc),
+    );
+    let storage = Arc::new(MemoryStorage::new());
+    let conv = create_conversation(
+        &*storage,
+        &alice.signer(),
+        Mode::InvitesOnly,
+        None,
+        now.unix_timestamp(),
+    )
+    .expect("create");
+    let engine = Arc::new(Engine::default());
+    let crls = Arc::new(swarm_api::host::KnownCrls::new(storage.clone(), engine)).lookup();
+    let cfg = QuicConfig {
+        crls: Some(crls),
+        ..config()
+    };
+    let (tb, b_addr) = QuicTransport::bind(localhost(), &bob, cfg).expect("bind");
+    let (tp, _) = bind(&phone);
+    tp.add_peer(Destination::Device(bob.device.id()), b_addr);
+    tp.open_channel(bob.device.id(), "sync/before")
+        .await
+        .expect("not revoked yet");
+    match next(&tb, Duration::from_secs(5)).await {
+        Some(Incoming::Channel { name, .. }) => assert_eq!(name, "sync/before"),
+        Some(Incoming::Signal { signal, .. }) => panic!("expected a channel, got {signal:?}"),
+        None => panic!("the phone's channel never arrived"),
+    }
+    assert_eq!(tb.connected().len(), 1, "one connection, kept open");
+
+    let crl = a_acc.crl(&[phone.device.cert()], 2, now).expect("crl");
+    Repo::open(&*storage, conv)
+        .expect("open")
+        .append(
+            &alice.signer(),
+            &Body::text("revoking my phone"),
+            &[FileChange::Write(
+                swarm_api::layout::crl(&a_acc.uri(), &crl.id()),
+                crl.pem().as_bytes().to_vec(),
+            )],
+            now.unix_timestamp(),
+        )
+        .expect("the CRL commit");
+
+    // The same transport, the same connection: its next channel is refused and nothing of it
+    // reaches Bob, and Bob's side of the connection is gone.
+    assert_no_working_channel(&tp, &bob, "sync/after-crl").await;
+    let _ = tp
+        .send_signal(
+            Destination::Device(bob.device.id()),
+            Signal {
+                kind: "x".into(),
+                payload: b"after".to_vec(),
+            },
+        )
+        .await;
+    if let Some(incoming) = next(&tb, Duration::from_millis(500)).await {
+        let what = match incoming {
+            Incoming::Channel { name, .. } => format!("channel {name}"),
+            Incoming::Signal { signal, .. } => format!("signal {}", signal.kind),
+        };
+        panic!("a revoked device's {what} reached Bob");
+    }
+    assert!(
+        tb.connected().is_empty(),
+        "Bob keeps no connection to the revoked phone"
+    );
+}
+
 /// Keep-alive and idle timeout: an idle but live connection stays open past the idle timeout
 /// (PINGs keep it busy), one without keep-alive closes, and a peer that vanishes without a
 /// word (its process gone: here its runtime is dropped, so no CONNECTION_CLOSE is ever sent)
