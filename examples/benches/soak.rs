@@ -32,7 +32,7 @@
 //!
 //! `cargo bench -p swarm-examples --bench soak`: 20 honest nodes, 2 hostile, 10 minutes
 //! (`SOAK_SECS`, `SOAK_NODES`, `SOAK_HOSTILE`, `SOAK_FLOOD` announcements per second per honest
-//! device per hostile peer, `SOAK_DEADLINE`, `SOAK_SEED`, `SOAK_LOG` for what the servers log; `SOAK_KEEP=1` keeps the homes and
+//! device per hostile peer, `SOAK_DEADLINE`, `SOAK_SEND` (mean seconds between a node's messages), `SOAK_SEED`, `SOAK_LOG` for what the servers log; `SOAK_KEEP=1` keeps the homes and
 //! their `serve.log`). Under `cargo test` (no `--bench`): 3 honest nodes and 1 hostile for
 //! about 20 s, as a smoke test.
 
@@ -174,6 +174,13 @@ impl Config {
         }
         if let Some(v) = env_u64("SOAK_DEADLINE") {
             c.deadline = secs(v);
+        }
+        if let Some(v) = env_u64("SOAK_SEND") {
+            // Each node sends every v/2 to 3v/2 seconds.
+            c.send = (
+                Duration::from_millis(v * 500),
+                Duration::from_millis(v * 1500),
+            );
         }
         c.seed = env_u64("SOAK_SEED").unwrap_or_else(|| rand_core::OsRng.next_u64());
         c.keep = std::env::var_os("SOAK_KEEP").is_some_and(|v| v != "0");

@@ -291,6 +291,13 @@ pub const MAX_SERVES_PER_ACCOUNT: usize = 4;
 /// [`NodeConfig::sync_timeout`] ends, so a silent peer holds its slots that long at most.
 pub const MAX_SERVES: usize = 64;
 
+/// Of which at most this many go to accounts that are not members (or invited) in our state
+/// of the conversation: readers of a PUBLIC conversation, and strangers about to be refused
+/// at their `Hello` (a slot is taken before the first frame is read). Accounts are free to
+/// mint: without this pool, 16 self-issued accounts holding 4 silent channels each filled
+/// every slot and the members got `busy`.
+pub const MAX_STRANGER_SERVES: usize = 8;
+
 /// Devices whose account the node remembers (for per-account backoff); past this the memory
 /// starts over, and backoffs that have expired are forgotten.
 const MAX_KNOWN_DEVICES: usize = 4096;
@@ -326,7 +333,7 @@ struct Inner {
     pending_merges: std::sync::Mutex<HashSet<(ConversationId, CommitId)>>,
     fetch_attempts: std::sync::atomic::AtomicU64,
     /// Incoming syncs being served: in all, and per account (bounded by [`MAX_SERVES`]).
-    serving: std::sync::Mutex<(usize, HashMap<AccountUri, usize>)>,
+    serving: std::sync::Mutex<Serving>,
     /// Incoming syncs refused as `busy`.
     refused_busy: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
@@ -404,7 +411,6 @@ impl Outbox {
             },
         );
     }
-
 }
 
 impl Drop for Outbox {
@@ -498,20 +504,37 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleStream<S> {
     }
 }
 
+/// The incoming syncs being served: in all, of them for strangers, and per account.
+#[derive(Default)]
+struct Serving {
+    total: usize,
+    strangers: usize,
+    per: HashMap<AccountUri, usize>,
+}
+
 /// One incoming sync being served, counted in [`Inner::serving`] while this lives.
 struct ServeSlot<'a> {
     inner: &'a Inner,
     account: AccountUri,
+    stranger: bool,
 }
 
 impl<'a> ServeSlot<'a> {
-    /// A slot for `account`, or `None` if it has [`MAX_SERVES_PER_ACCOUNT`] already or the node
-    /// serves [`MAX_SERVES`].
-    fn take(inner: &'a Inner, account: AccountUri) -> Option<Self> {
+    /// A slot for `account`, or `None` if it has [`MAX_SERVES_PER_ACCOUNT`] already, the node
+    /// serves [`MAX_SERVES`], or (for a `stranger`, an account that is not a member of the
+    /// conversation) [`MAX_STRANGER_SERVES`] strangers.
+    fn take(inner: &'a Inner, account: AccountUri, stranger: bool) -> Option<Self> {
         let mut serving = inner.serving.lock().unwrap_or_else(|e| e.into_inner());
-        let (total, per) = &mut *serving;
+        let Serving {
+            total,
+            strangers,
+            per,
+        } = &mut *serving;
         let mine = per.entry(account).or_default();
-        if *total >= MAX_SERVES || *mine >= MAX_SERVES_PER_ACCOUNT {
+        if *total >= MAX_SERVES
+            || *mine >= MAX_SERVES_PER_ACCOUNT
+            || (stranger && *strangers >= MAX_STRANGER_SERVES)
+        {
             if *mine == 0 {
                 per.remove(&account);
             }
@@ -519,16 +542,30 @@ impl<'a> ServeSlot<'a> {
         }
         *total += 1;
         *mine += 1;
+        if stranger {
+            *strangers += 1;
+        }
         drop(serving);
-        Some(Self { inner, account })
+        Some(Self {
+            inner,
+            account,
+            stranger,
+        })
     }
 }
 
 impl Drop for ServeSlot<'_> {
     fn drop(&mut self) {
         let mut serving = self.inner.serving.lock().unwrap_or_else(|e| e.into_inner());
-        let (total, per) = &mut *serving;
+        let Serving {
+            total,
+            strangers,
+            per,
+        } = &mut *serving;
         *total = total.saturating_sub(1);
+        if self.stranger {
+            *strangers = strangers.saturating_sub(1);
+        }
         if let Some(n) = per.get_mut(&self.account) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -678,14 +715,14 @@ impl Node {
             .map_or(0, Vec::len)
     }
 
-    /// How many incoming syncs this node serves now (at most [`MAX_SERVES`], and
-    /// [`MAX_SERVES_PER_ACCOUNT`] per account).
+    /// How many incoming syncs this node serves now (at most [`MAX_SERVES`],
+    /// [`MAX_SERVES_PER_ACCOUNT`] per account, [`MAX_STRANGER_SERVES`] to non-members).
     pub fn serving(&self) -> usize {
         self.inner
             .serving
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .0
+            .total
     }
 
     /// How many incoming syncs were refused as `busy` (over [`MAX_SERVES_PER_ACCOUNT`] or
@@ -800,7 +837,9 @@ impl Node {
                     return;
                 };
                 let idle = self.inner.config.sync_timeout;
-                let Some(_slot) = ServeSlot::take(&self.inner, from.account) else {
+                // Members first: strangers share a small pool of their own.
+                let stranger = !self.is_member(&conv, &from);
+                let Some(_slot) = ServeSlot::take(&self.inner, from.account, stranger) else {
                     self.inner
                         .refused_busy
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -665,6 +665,15 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
     use swarm_api::node::{MAX_SERVES, MAX_SERVES_PER_ACCOUNT};
     let net = SimNetwork::new(8);
     let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    // 17 invited accounts (members' pool), 4 channels each: 68 > 64.
+    for i in 0..17u8 {
+        let (body, changes) = ops::invite(AccountUri::from_bytes([i; 20]));
+        alice.node.commit(conv, &body, &changes).await.unwrap();
+    }
+    // Bob's fetches of the invitations are over before the channels are opened.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bob.node.sync_from(conv, alice.dev()).await.unwrap();
+    assert_eq!(bob.head(conv), alice.head(conv));
     let mut channels = Vec::new();
     for i in 0..17u8 {
         let t = net.join(Peer {
@@ -685,6 +694,39 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
     assert_eq!(alice.node.busy_refusals(), opened - MAX_SERVES as u64);
     tokio::time::sleep(config().sync_timeout + Duration::from_secs(1)).await;
     until(|| alice.node.serving() == 0).await;
+    drop(channels);
+    honest_peers_still_served(&alice, &bob, conv).await;
+}
+
+/// Accounts are free to mint: 17 strangers holding 4 silent channels each get only the
+/// strangers' pool (8 slots), and a member is served meanwhile. Before, they took all 64
+/// slots and Bob got `busy` until their idle timeouts.
+#[tokio::test(start_paused = true)]
+async fn minted_strangers_cannot_fill_the_members_serve_slots() {
+    use swarm_api::node::{MAX_SERVES_PER_ACCOUNT, MAX_STRANGER_SERVES};
+    let net = SimNetwork::new(9);
+    let (alice, bob, conv) = alice_and_bob(&net, config()).await;
+    let mut channels = Vec::new();
+    for i in 0..17u8 {
+        let t = net.join(Peer {
+            device: DeviceId::from_bytes([i; 32]),
+            account: AccountUri::from_bytes([i; 20]),
+        });
+        for _ in 0..MAX_SERVES_PER_ACCOUNT {
+            channels.push(
+                t.open_channel(alice.dev(), &format!("sync/{conv}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let opened = channels.len() as u64;
+    until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == opened).await;
+    assert_eq!(alice.node.serving(), MAX_STRANGER_SERVES);
+    // Bob, a member, is served while the strangers hold theirs.
+    let id = alice.node.send(conv, "for Bob").await.unwrap();
+    bob.node.sync_from(conv, alice.dev()).await.unwrap();
+    assert_eq!(bob.head(conv), Some(id));
     drop(channels);
     honest_peers_still_served(&alice, &bob, conv).await;
 }
