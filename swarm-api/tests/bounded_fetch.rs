@@ -289,6 +289,31 @@ fn size(objects: &[Object]) -> u64 {
     objects.iter().map(|o| o.data.len() as u64).sum()
 }
 
+/// `MAX_SERVES_PER_ACCOUNT` sync channels to Alice from each of `accounts` accounts (bytes
+/// `0..accounts` as ids), none of which sends a byte.
+async fn silent_channels(
+    net: &SimNetwork,
+    alice: &Dev,
+    conv: ConversationId,
+    accounts: u8,
+) -> Vec<Box<dyn Channel>> {
+    let mut channels = Vec::new();
+    for i in 0..accounts {
+        let t = net.join(Peer {
+            device: DeviceId::from_bytes([i; 32]),
+            account: AccountUri::from_bytes([i; 20]),
+        });
+        for _ in 0..swarm_api::node::MAX_SERVES_PER_ACCOUNT {
+            channels.push(
+                t.open_channel(alice.dev(), &format!("sync/{conv}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    channels
+}
+
 /// Runs the scheduler (virtual time) until `cond` holds.
 async fn until(mut cond: impl FnMut() -> bool) {
     for _ in 0..10_000 {
@@ -662,7 +687,7 @@ async fn a_peer_opening_fifty_syncs_is_served_four_at_a_time() {
 /// once in all; the rest are refused `busy`.
 #[tokio::test(start_paused = true)]
 async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
-    use swarm_api::node::{MAX_SERVES, MAX_SERVES_PER_ACCOUNT};
+    use swarm_api::node::MAX_SERVES;
     let net = SimNetwork::new(8);
     let (alice, bob, conv) = alice_and_bob(&net, config()).await;
     // 17 invited accounts (members' pool), 4 channels each: 68 > 64.
@@ -674,20 +699,7 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     bob.node.sync_from(conv, alice.dev()).await.unwrap();
     assert_eq!(bob.head(conv), alice.head(conv));
-    let mut channels = Vec::new();
-    for i in 0..17u8 {
-        let t = net.join(Peer {
-            device: DeviceId::from_bytes([i; 32]),
-            account: AccountUri::from_bytes([i; 20]),
-        });
-        for _ in 0..MAX_SERVES_PER_ACCOUNT {
-            channels.push(
-                t.open_channel(alice.dev(), &format!("sync/{conv}"))
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
+    let channels = silent_channels(&net, &alice, conv, 17).await;
     let opened = channels.len() as u64;
     until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == opened).await;
     assert_eq!(alice.node.serving(), MAX_SERVES);
@@ -703,23 +715,10 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
 /// slots and Bob got `busy` until their idle timeouts.
 #[tokio::test(start_paused = true)]
 async fn minted_strangers_cannot_fill_the_members_serve_slots() {
-    use swarm_api::node::{MAX_SERVES_PER_ACCOUNT, MAX_STRANGER_SERVES};
+    use swarm_api::node::MAX_STRANGER_SERVES;
     let net = SimNetwork::new(9);
     let (alice, bob, conv) = alice_and_bob(&net, config()).await;
-    let mut channels = Vec::new();
-    for i in 0..17u8 {
-        let t = net.join(Peer {
-            device: DeviceId::from_bytes([i; 32]),
-            account: AccountUri::from_bytes([i; 20]),
-        });
-        for _ in 0..MAX_SERVES_PER_ACCOUNT {
-            channels.push(
-                t.open_channel(alice.dev(), &format!("sync/{conv}"))
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
+    let channels = silent_channels(&net, &alice, conv, 17).await;
     let opened = channels.len() as u64;
     until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == opened).await;
     assert_eq!(alice.node.serving(), MAX_STRANGER_SERVES);

@@ -488,68 +488,105 @@ async fn two_nodes_converge_over_quic_and_non_members_are_refused() {
     assert_eq!(carol.head(conv), None, "nothing stored");
 }
 
+/// Bob listens with the CRLs of the conversations his storage holds (`KnownCrls`); his
+/// storage holds one of Alice's, and Alice has a second device, her phone.
+struct Revocable {
+    a_acc: Account,
+    alice: LocalIdentity,
+    phone: LocalIdentity,
+    bob: LocalIdentity,
+    storage: Arc<MemoryStorage>,
+    conv: ConversationId,
+    tb: QuicTransport,
+    b_addr: std::net::SocketAddr,
+}
+
+impl Revocable {
+    fn new() -> Self {
+        let (a_acc, b_acc) = (account("Alice"), account("Bob"));
+        let (alice, phone, bob) = (
+            identity_of(&a_acc),
+            identity_of(&a_acc),
+            identity_of(&b_acc),
+        );
+        let storage = Arc::new(MemoryStorage::new());
+        let conv = create_conversation(
+            &*storage,
+            &alice.signer(),
+            Mode::InvitesOnly,
+            None,
+            OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .expect("create");
+        let engine = Arc::new(Engine::default());
+        let crls = Arc::new(swarm_api::host::KnownCrls::new(storage.clone(), engine)).lookup();
+        let cfg = QuicConfig {
+            crls: Some(crls),
+            ..config()
+        };
+        let (tb, b_addr) = QuicTransport::bind(localhost(), &bob, cfg).expect("bind");
+        Self {
+            a_acc,
+            alice,
+            phone,
+            bob,
+            storage,
+            conv,
+            tb,
+            b_addr,
+        }
+    }
+
+    /// A transport of `me` that knows Bob's address.
+    fn connect(&self, me: &LocalIdentity) -> QuicTransport {
+        let (t, _) = bind(me);
+        t.add_peer(Destination::Device(self.bob.device.id()), self.b_addr);
+        t
+    }
+
+    /// Alice revokes her phone in the conversation Bob stores.
+    fn revoke_phone(&self) {
+        use swarm_api::body::Body;
+        use swarm_api::repo::FileChange;
+        let now = OffsetDateTime::now_utc();
+        let crl = self
+            .a_acc
+            .crl(&[self.phone.device.cert()], 2, now)
+            .expect("crl");
+        Repo::open(&*self.storage, self.conv)
+            .expect("open")
+            .append(
+                &self.alice.signer(),
+                &Body::text("revoking my phone"),
+                &[FileChange::Write(
+                    swarm_api::layout::crl(&self.a_acc.uri(), &crl.id()),
+                    crl.pem().as_bytes().to_vec(),
+                )],
+                now.unix_timestamp(),
+            )
+            .expect("the CRL commit");
+    }
+}
+
 /// #15 item 6, end to end: a node's QUIC transport refuses a device that its account revoked
 /// in a conversation the node stores (`KnownCrls`, read at each handshake): before the CRL
 /// arrives the device connects; after, a new connection from it is refused while its
 /// account's other device still connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_revoked_in_a_stored_conversation_is_refused_at_the_handshake() {
-    use swarm_api::body::Body;
-    use swarm_api::repo::FileChange;
-    let now = OffsetDateTime::now_utc();
-    let (a_acc, b_acc) = (account("Alice"), account("Bob"));
-    let (alice, phone, bob) = (
-        identity_of(&a_acc),
-        identity_of(&a_acc),
-        identity_of(&b_acc),
-    );
-    // Bob's storage holds a conversation of Alice's.
-    let storage = Arc::new(MemoryStorage::new());
-    let conv = create_conversation(
-        &*storage,
-        &alice.signer(),
-        Mode::InvitesOnly,
-        None,
-        now.unix_timestamp(),
-    )
-    .expect("create");
-    let engine = Arc::new(Engine::default());
-    let crls = Arc::new(swarm_api::host::KnownCrls::new(storage.clone(), engine)).lookup();
-    let cfg = QuicConfig {
-        crls: Some(crls),
-        ..config()
-    };
-    let (tb, b_addr) = QuicTransport::bind(localhost(), &bob, cfg).expect("bind");
-    let connect = |me: &LocalIdentity| {
-        let (t, _) = bind(me);
-        t.add_peer(Destination::Device(bob.device.id()), b_addr);
-        t
-    };
-    connect(&phone)
-        .open_channel(bob.device.id(), "sync/x")
+    let r = Revocable::new();
+    let bob_id = r.bob.device.id();
+    r.connect(&r.phone)
+        .open_channel(bob_id, "sync/x")
         .await
         .expect("not revoked yet");
-
-    // Alice revokes her phone in the conversation.
-    let crl = a_acc.crl(&[phone.device.cert()], 2, now).expect("crl");
-    Repo::open(&*storage, conv)
-        .expect("open")
-        .append(
-            &alice.signer(),
-            &Body::text("revoking my phone"),
-            &[FileChange::Write(
-                swarm_api::layout::crl(&a_acc.uri(), &crl.id()),
-                crl.pem().as_bytes().to_vec(),
-            )],
-            now.unix_timestamp(),
-        )
-        .expect("the CRL commit");
+    r.revoke_phone();
 
     // A new connection from the phone gets no working channel, and no channel of that name
     // reaches Bob (the channel opened before the CRL may still be queued at Bob: it is not
     // this one).
-    assert_no_working_channel(&connect(&phone), &bob, "sync/after-crl").await;
-    while let Some(incoming) = next(&tb, Duration::from_millis(300)).await {
+    assert_no_working_channel(&r.connect(&r.phone), &r.bob, "sync/after-crl").await;
+    while let Some(incoming) = next(&r.tb, Duration::from_millis(300)).await {
         if let Incoming::Channel { name, .. } = incoming {
             assert_ne!(
                 name, "sync/after-crl",
@@ -557,8 +594,8 @@ async fn a_device_revoked_in_a_stored_conversation_is_refused_at_the_handshake()
             );
         }
     }
-    connect(&alice)
-        .open_channel(bob.device.id(), "sync/x")
+    r.connect(&r.alice)
+        .open_channel(bob_id, "sync/x")
         .await
         .expect("the account's other device connects");
 }
@@ -569,70 +606,33 @@ async fn a_device_revoked_in_a_stored_conversation_is_refused_at_the_handshake()
 /// connection it had).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_revoked_after_it_connected_loses_its_connection() {
-    use swarm_api::body::Body;
-    use swarm_api::repo::FileChange;
-    let now = OffsetDateTime::now_utc();
-    let (a_acc, b_acc) = (account("Alice"), account("Bob"));
-    let (alice, phone, bob) = (
-        identity_of(&a_acc),
-        identity_of(&a_acc),
-        identity_of(&b_acc),
-    );
-    let storage = Arc::new(MemoryStorage::new());
-    let conv = create_conversation(
-        &*storage,
-        &alice.signer(),
-        Mode::InvitesOnly,
-        None,
-        now.unix_timestamp(),
-    )
-    .expect("create");
-    let engine = Arc::new(Engine::default());
-    let crls = Arc::new(swarm_api::host::KnownCrls::new(storage.clone(), engine)).lookup();
-    let cfg = QuicConfig {
-        crls: Some(crls),
-        ..config()
-    };
-    let (tb, b_addr) = QuicTransport::bind(localhost(), &bob, cfg).expect("bind");
-    let (tp, _) = bind(&phone);
-    tp.add_peer(Destination::Device(bob.device.id()), b_addr);
-    tp.open_channel(bob.device.id(), "sync/before")
+    let r = Revocable::new();
+    let bob_id = r.bob.device.id();
+    let tp = r.connect(&r.phone);
+    tp.open_channel(bob_id, "sync/before")
         .await
         .expect("not revoked yet");
-    match next(&tb, Duration::from_secs(5)).await {
+    match next(&r.tb, Duration::from_secs(5)).await {
         Some(Incoming::Channel { name, .. }) => assert_eq!(name, "sync/before"),
         Some(Incoming::Signal { signal, .. }) => panic!("expected a channel, got {signal:?}"),
         None => panic!("the phone's channel never arrived"),
     }
-    assert_eq!(tb.connected().len(), 1, "one connection, kept open");
-
-    let crl = a_acc.crl(&[phone.device.cert()], 2, now).expect("crl");
-    Repo::open(&*storage, conv)
-        .expect("open")
-        .append(
-            &alice.signer(),
-            &Body::text("revoking my phone"),
-            &[FileChange::Write(
-                swarm_api::layout::crl(&a_acc.uri(), &crl.id()),
-                crl.pem().as_bytes().to_vec(),
-            )],
-            now.unix_timestamp(),
-        )
-        .expect("the CRL commit");
+    assert_eq!(r.tb.connected().len(), 1, "one connection, kept open");
+    r.revoke_phone();
 
     // The same transport, the same connection: its next channel is refused and nothing of it
     // reaches Bob, and Bob's side of the connection is gone.
-    assert_no_working_channel(&tp, &bob, "sync/after-crl").await;
+    assert_no_working_channel(&tp, &r.bob, "sync/after-crl").await;
     let _ = tp
         .send_signal(
-            Destination::Device(bob.device.id()),
+            Destination::Device(bob_id),
             Signal {
                 kind: "x".into(),
                 payload: b"after".to_vec(),
             },
         )
         .await;
-    if let Some(incoming) = next(&tb, Duration::from_millis(500)).await {
+    if let Some(incoming) = next(&r.tb, Duration::from_millis(500)).await {
         let what = match incoming {
             Incoming::Channel { name, .. } => format!("channel {name}"),
             Incoming::Signal { signal, .. } => format!("signal {}", signal.kind),
@@ -640,7 +640,7 @@ async fn a_device_revoked_after_it_connected_loses_its_connection() {
         panic!("a revoked device's {what} reached Bob");
     }
     assert!(
-        tb.connected().is_empty(),
+        r.tb.connected().is_empty(),
         "Bob keeps no connection to the revoked phone"
     );
 }
