@@ -229,12 +229,17 @@ impl Mallory {
 
     /// The next sync channel opened to Mallory, after the client's hello.
     async fn accept(&self) -> Box<dyn Channel> {
+        self.accept_with_hello().await.0
+    }
+
+    /// The next sync channel opened to Mallory and the client's hello read from it.
+    async fn accept_with_hello(&self) -> (Box<dyn Channel>, Frame) {
         loop {
             match self.transport.next_incoming().await {
                 Some(Incoming::Channel { mut stream, .. }) => {
                     let hello = read_frame(&mut stream).await;
                     assert!(matches!(hello, Frame::Hello { .. }), "{hello:?}");
-                    return stream;
+                    return (stream, hello);
                 }
                 Some(_) => continue,
                 None => panic!("the network closed"),
@@ -495,12 +500,7 @@ async fn a_slow_but_steady_bundle_completes() {
     let node = alice.node.clone();
     let device = mallory.peer.device;
     let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
-    let mut stream = loop {
-        if let Some(Incoming::Channel { stream, .. }) = mallory.transport.next_incoming().await {
-            break stream;
-        }
-    };
-    let hello = read_frame(&mut stream).await;
+    let (mut stream, hello) = mallory.accept_with_hello().await;
     let frames = bundle_for(&alice, &bob, hello);
     let gap = Duration::from_secs(4);
     // Minutes of transfer: twice the old default deadline of a whole fetch (60 s), twelve
@@ -528,12 +528,7 @@ async fn a_peer_that_goes_silent_fails_after_the_idle_time() {
     let node = alice.node.clone();
     let device = mallory.peer.device;
     let fetch = tokio::spawn(async move { node.sync_from(conv, device).await });
-    let mut stream = loop {
-        if let Some(Incoming::Channel { stream, .. }) = mallory.transport.next_incoming().await {
-            break stream;
-        }
-    };
-    let hello = read_frame(&mut stream).await;
+    let (mut stream, hello) = mallory.accept_with_hello().await;
     let frames = bundle_for(&alice, &bob, hello);
     let half = frames.len() / 2;
     for f in frames.into_iter().take(half) {
@@ -598,12 +593,7 @@ async fn a_trickling_member_holds_up_no_other_members_fetch() {
         )
         .await
         .unwrap();
-    let mut stream = loop {
-        if let Some(Incoming::Channel { stream, .. }) = mallory.transport.next_incoming().await {
-            break stream;
-        }
-    };
-    let hello = read_frame(&mut stream).await;
+    let (mut stream, hello) = mallory.accept_with_hello().await;
     let frames = bundle_for(&alice, &bob, hello);
     let gap = Duration::from_secs(8);
     assert!(gap * frames.len() as u32 > Duration::from_secs(300));
@@ -696,9 +686,7 @@ async fn many_devices_are_served_at_most_sixty_four_at_a_time() {
         alice.node.commit(conv, &body, &changes).await.unwrap();
     }
     // Bob's fetches of the invitations are over before the channels are opened.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    bob.node.sync_from(conv, alice.dev()).await.unwrap();
-    assert_eq!(bob.head(conv), alice.head(conv));
+    until(|| bob.head(conv) == alice.head(conv) && alice.node.serving() == 0).await;
     let channels = silent_channels(&net, &alice, conv, 17).await;
     let opened = channels.len() as u64;
     until(|| alice.node.busy_refusals() + alice.node.serving() as u64 == opened).await;
